@@ -1,0 +1,79 @@
+/* AWS credentials and the provider interface every credentials source implements.
+ *
+ * pgw_credentials is immutable and reference counted: a signer takes a ref for as long as it
+ * signs, so a refresh may replace the provider's current credentials at any time. The secret
+ * parts are wiped when the last ref goes.
+ *
+ * Providers are used on the event-loop thread only. */
+#ifndef PGW_CREDENTIALS_H
+#define PGW_CREDENTIALS_H
+
+#include <stdint.h>
+
+typedef struct pgw_credentials {
+    char *access_key_id;
+    char *secret_access_key;
+    char *session_token;     /* NULL for long-term keys */
+    int64_t expires_wall_ms; /* 0: does not expire */
+    char source[32];         /* where they came from ("environment", ...), safe to log */
+    int refs;                /* atomic */
+} pgw_credentials;
+
+/* Copies the strings. Returns NULL on allocation failure or when a key part is empty. The
+ * result holds one reference. */
+pgw_credentials *pgw_credentials_new(const char *access_key_id, const char *secret_access_key,
+                                     const char *session_token, int64_t expires_wall_ms,
+                                     const char *source);
+pgw_credentials *pgw_credentials_ref(pgw_credentials *creds);
+void pgw_credentials_unref(pgw_credentials *creds);
+
+/* Nonzero when the credentials must not sign at `now_wall_ms` (expired, or within `margin_ms`
+ * of expiry). */
+int pgw_credentials_expired(const pgw_credentials *creds, int64_t now_wall_ms, int64_t margin_ms);
+
+typedef struct pgw_credentials_provider pgw_credentials_provider;
+
+/* Delivers credentials (a borrowed reference: take your own with pgw_credentials_ref to keep
+ * them) or NULL with a message that names the problem but never a secret. */
+typedef void (*pgw_credentials_cb)(pgw_credentials *creds, const char *error, void *user_data);
+
+typedef struct pgw_credentials_provider_vtable {
+    /* Starts getting credentials. Returns 0 and the callback fires exactly once (possibly
+     * before this returns), or -1 and it never fires. */
+    int (*get)(pgw_credentials_provider *provider, pgw_credentials_cb cb, void *user_data);
+    /* AWS rejected the current credentials as expired: fetch new ones on the next get. */
+    void (*invalidate)(pgw_credentials_provider *provider);
+    void (*destroy)(pgw_credentials_provider *provider);
+} pgw_credentials_provider_vtable;
+
+struct pgw_credentials_provider {
+    const pgw_credentials_provider_vtable *vtable;
+};
+
+static inline int pgw_credentials_provider_get(pgw_credentials_provider *p, pgw_credentials_cb cb,
+                                               void *user_data)
+{
+    return p->vtable->get(p, cb, user_data);
+}
+
+static inline void pgw_credentials_provider_invalidate(pgw_credentials_provider *p)
+{
+    if (p->vtable->invalidate)
+        p->vtable->invalidate(p);
+}
+
+static inline void pgw_credentials_provider_free(pgw_credentials_provider *p)
+{
+    if (p)
+        p->vtable->destroy(p);
+}
+
+/* The first source of the chain: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optional
+ * AWS_SESSION_TOKEN, read once at creation. Returns NULL when they are not set (the caller
+ * moves on to the next source). */
+pgw_credentials_provider *pgw_credentials_provider_env_new(void);
+
+/* A provider that always fails with `reason` (copied): used when no source is configured, so
+ * the gateway still starts and answers UNAVAILABLE saying why. */
+pgw_credentials_provider *pgw_credentials_provider_none_new(const char *reason);
+#endif

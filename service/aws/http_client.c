@@ -1,0 +1,315 @@
+#include "service/aws/http_client.h"
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pgw_http_client {
+    struct event_base *base;
+    CURLM *multi;
+    struct event *timer;
+    pgw_http_client_options options;
+    char *ca_file;
+    int in_flight;
+    pgw_http_transfer *transfers; /* every transfer in flight, for pgw_http_client_free */
+};
+
+struct pgw_http_transfer {
+    pgw_http_client *client;
+    pgw_http_transfer *prev, *next;
+    CURL *easy;
+    struct curl_slist *headers;
+    char *body; /* request body copy */
+    char *response;
+    size_t response_len, response_cap;
+    int too_big;
+    pgw_http_cb cb;
+    void *user_data;
+    char error[CURL_ERROR_SIZE];
+};
+
+/* Per-socket state handed to curl with curl_multi_assign. */
+typedef struct socket_watch {
+    pgw_http_client *client;
+    struct event *ev;
+} socket_watch;
+
+static void transfer_free(pgw_http_transfer *t)
+{
+    curl_multi_remove_handle(t->client->multi, t->easy);
+    curl_easy_cleanup(t->easy);
+    curl_slist_free_all(t->headers);
+    free(t->body);
+    free(t->response);
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        t->client->transfers = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->client->in_flight--;
+    free(t);
+}
+
+/* Hands finished transfers to their callbacks. */
+static void drain_finished(pgw_http_client *client)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(client->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        pgw_http_transfer *t = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+        CURLcode rc = msg->data.result;
+        pgw_http_response r = {0};
+        r.transfer = t;
+        if (rc == CURLE_OK) {
+            curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &r.status);
+            r.body = t->response ? t->response : "";
+            r.body_len = t->response_len;
+        } else {
+            r.transport_error = 1;
+            r.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
+            r.error = t->too_big ? "response body too large"
+                                 : (t->error[0] ? t->error : curl_easy_strerror(rc));
+            r.body = "";
+        }
+        t->cb(&r, t->user_data);
+        transfer_free(t);
+    }
+}
+
+static void on_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+    pgw_http_client *client = arg;
+    int action =
+        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int running;
+    curl_multi_socket_action(client->multi, fd, action, &running);
+    drain_finished(client);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    pgw_http_client *client = arg;
+    int running;
+    curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    drain_finished(client);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: curl tells which sockets to watch for what. */
+static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    pgw_http_client *client = userp;
+    socket_watch *w = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (w) {
+            event_free(w->ev);
+            free(w);
+            curl_multi_assign(client->multi, s, NULL);
+        }
+        return 0;
+    }
+    short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
+                 ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+    if (!w) {
+        w = calloc(1, sizeof(*w));
+        if (!w)
+            return -1;
+        w->client = client;
+        curl_multi_assign(client->multi, s, w);
+    } else {
+        event_free(w->ev);
+    }
+    w->ev = event_new(client->base, s, kind, on_socket_event, client);
+    event_add(w->ev, NULL);
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: one libevent timer stands for curl's single timeout. */
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    pgw_http_client *client = userp;
+    if (timeout_ms < 0) {
+        evtimer_del(client->timer);
+        return 0;
+    }
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(client->timer, &tv);
+    return 0;
+}
+
+static size_t write_cb(char *data, size_t size, size_t n, void *userp)
+{
+    pgw_http_transfer *t = userp;
+    size_t len = size * n;
+    size_t max = t->client->options.max_body_bytes;
+    if (t->response_len + len > max) {
+        t->too_big = 1;
+        return 0; /* makes curl fail the transfer */
+    }
+    if (t->response_len + len + 1 > t->response_cap) {
+        size_t cap = t->response_cap ? t->response_cap : 4096;
+        while (cap < t->response_len + len + 1)
+            cap *= 2;
+        char *grown = realloc(t->response, cap);
+        if (!grown)
+            return 0;
+        t->response = grown;
+        t->response_cap = cap;
+    }
+    memcpy(t->response + t->response_len, data, len);
+    t->response_len += len;
+    t->response[t->response_len] = '\0';
+    return len;
+}
+
+pgw_http_client *pgw_http_client_new(struct event_base *base,
+                                     const pgw_http_client_options *options)
+{
+    pgw_http_client *client = calloc(1, sizeof(*client));
+    if (!client)
+        return NULL;
+    client->base = base;
+    client->options = *options;
+    if (client->options.max_body_bytes == 0)
+        client->options.max_body_bytes = 1 << 20;
+    if (options->ca_file)
+        client->ca_file = strdup(options->ca_file);
+    client->options.ca_file = client->ca_file;
+    client->multi = curl_multi_init();
+    client->timer = evtimer_new(base, on_timer, client);
+    if (!client->multi || !client->timer) {
+        pgw_http_client_free(client);
+        return NULL;
+    }
+    curl_multi_setopt(client->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(client->multi, CURLMOPT_SOCKETDATA, client);
+    curl_multi_setopt(client->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(client->multi, CURLMOPT_TIMERDATA, client);
+    curl_multi_setopt(client->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    /* Keep enough idle connections for a burst of concurrent misses to reuse. */
+    curl_multi_setopt(client->multi, CURLMOPT_MAXCONNECTS, 256L);
+    return client;
+}
+
+void pgw_http_client_free(pgw_http_client *client)
+{
+    if (!client)
+        return;
+    if (client->multi) {
+        while (client->transfers)
+            transfer_free(client->transfers);
+        curl_multi_cleanup(client->multi);
+    }
+    if (client->timer)
+        event_free(client->timer);
+    free(client->ca_file);
+    free(client);
+}
+
+pgw_http_transfer *pgw_http_start(pgw_http_client *client, const pgw_http_request *request,
+                                  pgw_http_cb cb, void *user_data)
+{
+    pgw_http_transfer *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->client = client;
+    t->cb = cb;
+    t->user_data = user_data;
+    t->easy = curl_easy_init();
+    if (!t->easy) {
+        free(t);
+        return NULL;
+    }
+    client->in_flight++;
+    t->next = client->transfers;
+    if (t->next)
+        t->next->prev = t;
+    client->transfers = t;
+    int ok = 1;
+    for (const char *const *h = request->headers; h && *h && ok; h++) {
+        struct curl_slist *next = curl_slist_append(t->headers, *h);
+        ok = next != NULL;
+        if (next)
+            t->headers = next;
+    }
+    /* curl adds "Expect: 100-continue" to larger POSTs: a round trip for nothing here. */
+    struct curl_slist *next = ok ? curl_slist_append(t->headers, "Expect:") : NULL;
+    ok = next != NULL;
+    if (next)
+        t->headers = next;
+    if (ok && request->body) {
+        t->body = malloc(request->body_len + 1);
+        ok = t->body != NULL;
+        if (ok)
+            memcpy(t->body, request->body, request->body_len);
+    }
+    if (!ok) {
+        transfer_free(t);
+        return NULL;
+    }
+
+    CURL *e = t->easy;
+    curl_easy_setopt(e, CURLOPT_URL, request->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (client->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, client->ca_file);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)client->options.connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+                     (long)(request->timeout_ms > 0 ? request->timeout_ms : 1));
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "personalize-gateway/" PGW_VERSION);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* any encoding curl can decode */
+    if (strcmp(request->method, "POST") == 0) {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->body ? t->body : "");
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)(t->body ? request->body_len : 0));
+    } else if (strcmp(request->method, "GET") != 0) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, request->method);
+        if (t->body) {
+            curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->body);
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)request->body_len);
+        }
+    }
+    if (curl_multi_add_handle(client->multi, e) != CURLM_OK) {
+        transfer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void pgw_http_cancel(pgw_http_transfer *transfer)
+{
+    if (transfer)
+        transfer_free(transfer);
+}
+
+const char *pgw_http_response_header(const pgw_http_response *response, const char *name)
+{
+    struct curl_header *h = NULL;
+    if (!response->transfer ||
+        curl_easy_header(response->transfer->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
+        return NULL;
+    return h->value;
+}
+
+int pgw_http_client_in_flight(const pgw_http_client *client)
+{
+    return client->in_flight;
+}

@@ -1,0 +1,300 @@
+#include "service/config.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum opt_type {
+    OPT_STRING,   /* any string; "" allowed */
+    OPT_HOSTPORT, /* host:port listen address; "" allowed where optional */
+    OPT_INT,      /* decimal integer within [min, max] */
+    OPT_URL,      /* absolute URL; empty = unset */
+    OPT_LEVEL,    /* debug|info|warn|error */
+} opt_type;
+
+typedef struct opt_def {
+    const char *name; /* flag without the leading "--" */
+    opt_type type;
+    size_t offset;             /* into pgw_config */
+    const char *default_value; /* NULL = unset */
+    long min, max;
+    const char *help;
+} opt_def;
+
+#define STR_OPT(field, type, def, help)                                                            \
+    {                                                                                              \
+#field, type, offsetof(pgw_config, field), def, 0, 0, help                                 \
+    }
+#define INT_OPT(field, def, lo, hi, help)                                                          \
+    {                                                                                              \
+#field, OPT_INT, offsetof(pgw_config, field), def, lo, hi, help                            \
+    }
+
+/* Flag names are derived from field names (grpc_addr -> --grpc-addr, PGW_GRPC_ADDR). */
+static const opt_def options[] = {
+    STR_OPT(grpc_addr, OPT_HOSTPORT, "0.0.0.0:50051", "gRPC listen address (host:port)"),
+    STR_OPT(http_addr, OPT_HOSTPORT, "0.0.0.0:8080",
+            "HTTP listen address (host:port; empty disables the HTTP side)"),
+    INT_OPT(grpc_threads, "2", 1, 64, "gRPC completion-queue threads"),
+    INT_OPT(grpc_max_recv_bytes, "16384", 512, 4194304,
+            "largest gRPC request message accepted, in bytes"),
+    INT_OPT(shutdown_grace_ms, "10000", 0, 600000,
+            "on SIGTERM/SIGINT, time in-flight calls get to finish"),
+    STR_OPT(log_level, OPT_LEVEL, "info", "minimum log level: debug, info, warn, error"),
+    INT_OPT(upstream_timeout_ms, "10000", 100, 600000,
+            "timeout of one upstream attempt (also bounded by the caller's deadline)"),
+    INT_OPT(upstream_connect_timeout_ms, "3000", 100, 60000, "upstream connect timeout"),
+    INT_OPT(upstream_max_attempts, "3", 1, 10,
+            "attempts per upstream call (AWS standard retry mode)"),
+    STR_OPT(upstream_ca_file, OPT_STRING, NULL,
+            "PEM CA bundle for https upstream endpoints (default: the system's)"),
+    STR_OPT(redis_url, OPT_URL, NULL,
+            "redis://[:password@]host:port[/db]; unset: in-process cache only"),
+    INT_OPT(redis_timeout_ms, "50", 1, 10000, "Redis command timeout; slower means a miss"),
+    INT_OPT(cache_ttl_terminal_s, "3600", 1, 604800,
+            "cache TTL of jobs in a terminal status (ACTIVE, CREATE FAILED)"),
+    INT_OPT(cache_ttl_running_s, "10", 1, 86400,
+            "cache TTL of jobs still running (PENDING, IN PROGRESS, unknown)"),
+    INT_OPT(cache_ttl_not_found_s, "5", 0, 3600, "cache TTL of NOT_FOUND answers (0: never)"),
+    INT_OPT(cache_stale_s, "300", 0, 86400,
+            "how long past its TTL an entry may answer when the upstream fails"),
+    INT_OPT(cache_jitter_pct, "10", 0, 50, "random +/- jitter applied to cache TTLs, percent"),
+    INT_OPT(l1_max_entries, "100000", 0, 100000000, "in-process cache entries (0 disables it)"),
+    INT_OPT(l1_max_bytes, "67108864", 0, INT_MAX, "in-process cache size bound in bytes"),
+    INT_OPT(l1_ttl_ms, "1000", 0, 3600000,
+            "in-process cache TTL when Redis is configured (without Redis the status TTLs apply)"),
+};
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+static void flag_name(const opt_def *o, char *buf, size_t len)
+{
+    snprintf(buf, len, "--%s", o->name);
+    for (char *p = buf + 2; *p; p++)
+        if (*p == '_')
+            *p = '-';
+}
+
+static void env_name(const opt_def *o, char *buf, size_t len)
+{
+    snprintf(buf, len, "PGW_%s", o->name);
+    for (char *p = buf; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
+}
+
+int pgw_config_check_hostport(const char *value)
+{
+    const char *colon = strrchr(value, ':');
+    if (!colon || colon == value)
+        return -1;
+    size_t host_len = (size_t)(colon - value);
+    if (value[0] == '[') {
+        if (host_len < 3 || value[host_len - 1] != ']')
+            return -1;
+    } else {
+        for (size_t i = 0; i < host_len; i++) {
+            unsigned char c = (unsigned char)value[i];
+            if (!isalnum(c) && c != '.' && c != '-')
+                return -1;
+        }
+    }
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || errno || port < 0 || port > 65535)
+        return -1;
+    return 0;
+}
+
+/* An absolute URL with a scheme and host, parsed by libcurl's URL API. Only the schemes
+ * in `schemes` (comma separated) are accepted. */
+static int check_url(const char *value, const char *schemes)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL;
+    int ok = u && curl_url_set(u, CURLUPART_URL, value, CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK &&
+             curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+             curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0] != '\0';
+    if (ok) {
+        ok = 0;
+        size_t n = strlen(scheme);
+        for (const char *s = schemes; *s;) {
+            const char *comma = strchr(s, ',');
+            size_t len = comma ? (size_t)(comma - s) : strlen(s);
+            if (len == n && strncmp(s, scheme, n) == 0)
+                ok = 1;
+            s += len + (comma ? 1 : 0);
+        }
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return ok ? 0 : -1;
+}
+
+/* Stores one value, validated. `source` names where it came from, for the error message;
+ * the message never repeats a URL, which may carry a password. */
+static int set_option(pgw_config *cfg, const opt_def *o, const char *value, const char *source,
+                      char *err, size_t err_len)
+{
+    char *field = (char *)cfg + o->offset;
+    switch (o->type) {
+    case OPT_INT: {
+        char *end;
+        errno = 0;
+        long v = strtol(value, &end, 10);
+        if (value[0] == '\0' || *end != '\0' || errno || v < o->min || v > o->max) {
+            snprintf(err, err_len, "%s: \"%.64s\" is not an integer in [%ld, %ld]", source, value,
+                     o->min, o->max);
+            return -1;
+        }
+        *(int *)field = (int)v;
+        return 0;
+    }
+    case OPT_HOSTPORT:
+        if (value[0] != '\0' && pgw_config_check_hostport(value) != 0) {
+            snprintf(err, err_len, "%s: \"%.128s\" is not a host:port address", source, value);
+            return -1;
+        }
+        break;
+    case OPT_URL:
+        if (value[0] != '\0' && check_url(value, "redis") != 0) {
+            snprintf(err, err_len, "%s: not a valid redis://[:password@]host:port[/db] URL",
+                     source);
+            return -1;
+        }
+        break;
+    case OPT_LEVEL:
+        if (strcmp(value, "debug") && strcmp(value, "info") && strcmp(value, "warn") &&
+            strcmp(value, "error")) {
+            snprintf(err, err_len, "%s: \"%.32s\" is not one of debug, info, warn, error", source,
+                     value);
+            return -1;
+        }
+        break;
+    case OPT_STRING:
+        break;
+    }
+    char **slot = (char **)field;
+    free(*slot);
+    *slot = (o->type == OPT_URL && value[0] == '\0') ? NULL : strdup(value);
+    return 0;
+}
+
+static void print_usage(void)
+{
+    printf("Usage: personalize-gateway [flags]\n\n"
+           "Serves Amazon Personalize DescribeBatchInferenceJob over gRPC and HTTP, with caching.\n"
+           "Every flag may also be set as an environment variable (shown in brackets).\n\n");
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        char flag[64], env[64];
+        flag_name(&options[i], flag, sizeof(flag));
+        env_name(&options[i], env, sizeof(env));
+        printf("  %-32s %s\n  %-32s [%s] default: %s\n", flag, options[i].help, "", env,
+               options[i].default_value ? options[i].default_value : "(unset)");
+    }
+    printf("\nAWS settings come from the AWS SDKs' standard environment: AWS_ACCESS_KEY_ID,\n"
+           "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_PERSONALIZE,\n"
+           "AWS_ENDPOINT_URL (see README.md).\n");
+}
+
+static const opt_def *find_option(const char *arg, size_t len)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        char flag[64];
+        flag_name(&options[i], flag, sizeof(flag));
+        if (strlen(flag) == len && strncmp(flag, arg, len) == 0)
+            return &options[i];
+    }
+    return NULL;
+}
+
+/* AWS_ENDPOINT_URL_PERSONALIZE, else AWS_ENDPOINT_URL, as the AWS SDKs resolve them. */
+static int load_endpoint_override(pgw_config *cfg, char *err, size_t err_len)
+{
+    const char *names[] = {"AWS_ENDPOINT_URL_PERSONALIZE", "AWS_ENDPOINT_URL"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *v = getenv(names[i]);
+        if (!v || !*v)
+            continue;
+        if (check_url(v, "http,https") != 0) {
+            snprintf(err, err_len, "%s: not a valid http:// or https:// URL", names[i]);
+            return -1;
+        }
+        cfg->personalize_endpoint = strdup(v);
+        return 0;
+    }
+    return 0;
+}
+
+pgw_config_result pgw_config_load(pgw_config *cfg, int argc, char **argv, char *err, size_t err_len)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        if (options[i].default_value &&
+            set_option(cfg, &options[i], options[i].default_value, "default", err, err_len) != 0)
+            goto fail;
+    }
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        char env[64];
+        env_name(&options[i], env, sizeof(env));
+        const char *v = getenv(env);
+        if (v && set_option(cfg, &options[i], v, env, err, err_len) != 0)
+            goto fail;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            print_usage();
+            pgw_config_cleanup(cfg);
+            return PGW_CONFIG_HELP;
+        }
+        const char *eq = strchr(arg, '=');
+        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
+        const opt_def *o = strncmp(arg, "--", 2) == 0 ? find_option(arg, name_len) : NULL;
+        if (!o) {
+            snprintf(err, err_len, "unknown flag \"%.*s\" (see --help)",
+                     (int)(name_len > 64 ? 64 : name_len), arg);
+            goto fail;
+        }
+        const char *value = eq ? eq + 1 : NULL;
+        if (!value) {
+            if (i + 1 >= argc) {
+                snprintf(err, err_len, "%.64s: missing value", arg);
+                goto fail;
+            }
+            value = argv[++i];
+        }
+        char flag[64];
+        flag_name(o, flag, sizeof(flag));
+        if (set_option(cfg, o, value, flag, err, err_len) != 0)
+            goto fail;
+    }
+    if (cfg->grpc_addr[0] == '\0') {
+        snprintf(err, err_len, "--grpc-addr: must not be empty");
+        goto fail;
+    }
+    if (load_endpoint_override(cfg, err, err_len) != 0)
+        goto fail;
+    return PGW_CONFIG_OK;
+fail:
+    pgw_config_cleanup(cfg);
+    return PGW_CONFIG_ERROR;
+}
+
+void pgw_config_cleanup(pgw_config *cfg)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        if (options[i].type != OPT_INT) {
+            char **slot = (char **)((char *)cfg + options[i].offset);
+            free(*slot);
+            *slot = NULL;
+        }
+    }
+    free(cfg->personalize_endpoint);
+    cfg->personalize_endpoint = NULL;
+}

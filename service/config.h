@@ -1,0 +1,58 @@
+/* The operator interface: command-line flags, each also settable as PGW_<FLAG_IN_UPPER_SNAKE>
+ * (a flag on the command line wins over the environment). One table in config.c declares every
+ * setting with its default and help text, so --help, the environment and validation agree. */
+#ifndef PGW_CONFIG_H
+#define PGW_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pgw_config {
+    /* listeners */
+    char *grpc_addr;  /* host:port */
+    char *http_addr;  /* host:port, or "" to disable the HTTP side */
+    int grpc_threads; /* completion-queue threads */
+    int grpc_max_recv_bytes;
+    int shutdown_grace_ms;
+    char *log_level;
+
+    /* upstream */
+    int upstream_timeout_ms; /* per attempt, further bounded by the caller's deadline */
+    int upstream_connect_timeout_ms;
+    int upstream_max_attempts;
+    char *upstream_ca_file; /* extra CA bundle for https endpoints, or NULL for the system's */
+
+    /* cache */
+    char *redis_url; /* NULL: in-process cache only */
+    int redis_timeout_ms;
+    int cache_ttl_terminal_s;
+    int cache_ttl_running_s;
+    int cache_ttl_not_found_s;
+    int cache_stale_s;
+    int cache_jitter_pct;
+    int l1_max_entries;
+    int l1_max_bytes;
+    int l1_ttl_ms;
+
+    /* AWS endpoint override, from AWS_ENDPOINT_URL_PERSONALIZE or AWS_ENDPOINT_URL (NULL:
+     * derived from each ARN's partition and region). */
+    char *personalize_endpoint;
+} pgw_config;
+
+typedef enum pgw_config_result {
+    PGW_CONFIG_OK = 0,
+    PGW_CONFIG_HELP,  /* --help was given: usage printed to stdout */
+    PGW_CONFIG_ERROR, /* one line naming the bad setting written to err */
+} pgw_config_result;
+
+/* Fills `cfg` (defaults, then PGW_* environment, then argv). On error writes a one-line
+ * message to err. The config owns its strings: release with pgw_config_cleanup(). */
+pgw_config_result pgw_config_load(pgw_config *cfg, int argc, char **argv, char *err,
+                                  size_t err_len);
+
+void pgw_config_cleanup(pgw_config *cfg);
+
+/* Checks a host:port listen address ("0.0.0.0:50051", "[::1]:80", "localhost:0"). */
+int pgw_config_check_hostport(const char *value);
+
+#endif

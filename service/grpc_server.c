@@ -1,0 +1,550 @@
+#include "service/grpc_server.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "personalize_gateway/v1/personalize_gateway.pb-c.h"
+#include "service/clock.h"
+#include "service/log.h"
+
+#define DESCRIBE_METHOD "/personalize_gateway.v1.PersonalizeGateway/DescribeBatchInferenceJob"
+/* Requests kept posted per thread so a burst of calls finds one ready. */
+#define POSTED_PER_THREAD 64
+#define GENERIC_POSTED    4
+
+typedef enum tag_kind {
+    TAG_NEW_DESCRIBE, /* a DescribeBatchInferenceJob call arrived */
+    TAG_NEW_GENERIC,  /* a call for a method we do not serve */
+    TAG_CLOSE,        /* RECV_CLOSE_ON_SERVER done: the call ended or was cancelled */
+    TAG_SEND,         /* the answer batch is done */
+    TAG_SHUTDOWN,     /* grpc_server_shutdown_and_notify finished */
+} tag_kind;
+
+typedef struct rpc rpc;
+
+typedef struct rpc_tag {
+    tag_kind kind;
+    rpc *rpc;
+} rpc_tag;
+
+/* One call. References: one per outstanding completion-queue tag plus one while the loop owns
+ * the call (from the hand-over until the answer is sent or the cancel is seen); the last
+ * release frees it. */
+struct rpc {
+    pgw_grpc_server *server;
+    atomic_int refs;
+    rpc_tag new_tag, close_tag, send_tag;
+
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array request_md;
+    grpc_byte_buffer *payload;
+    grpc_call_details details; /* generic calls only */
+    int recv_cancelled;        /* filled by RECV_CLOSE_ON_SERVER */
+
+    /* loop-thread state */
+    pgw_lookup_req *lookup;
+    int answered;
+    char arn[300];
+    size_t arn_len;
+    int no_cache;
+    int64_t deadline_ms;
+    int64_t started_ms;
+
+    /* what the answer batch references, released when the rpc is freed */
+    grpc_byte_buffer *response;
+    grpc_metadata out_md[2];
+    size_t n_out_md;
+    grpc_slice status_details;
+    int has_status_details;
+};
+
+struct pgw_grpc_server {
+    pgw_grpc_server_options options;
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    void *describe_method;
+    int port;
+    pthread_t *threads;
+    int n_threads;
+    atomic_int in_flight;
+    atomic_int shutting_down;
+    rpc_tag shutdown_tag;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int shutdown_done;
+};
+
+static void rpc_unref(rpc *r)
+{
+    if (atomic_fetch_sub(&r->refs, 1) != 1)
+        return;
+    if (r->call) {
+        grpc_call_unref(r->call);
+        atomic_fetch_sub(&r->server->in_flight, 1);
+    }
+    grpc_metadata_array_destroy(&r->request_md);
+    grpc_call_details_destroy(&r->details);
+    if (r->payload)
+        grpc_byte_buffer_destroy(r->payload);
+    if (r->response)
+        grpc_byte_buffer_destroy(r->response);
+    for (size_t i = 0; i < r->n_out_md; i++) {
+        grpc_slice_unref(r->out_md[i].key);
+        grpc_slice_unref(r->out_md[i].value);
+    }
+    if (r->has_status_details)
+        grpc_slice_unref(r->status_details);
+    free(r);
+}
+
+static rpc *rpc_new(pgw_grpc_server *s)
+{
+    rpc *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->server = s;
+    atomic_init(&r->refs, 1); /* the "new call" tag */
+    r->new_tag.rpc = r->close_tag.rpc = r->send_tag.rpc = r;
+    r->close_tag.kind = TAG_CLOSE;
+    r->send_tag.kind = TAG_SEND;
+    grpc_metadata_array_init(&r->request_md);
+    grpc_call_details_init(&r->details);
+    return r;
+}
+
+/* Posts one request for a new call (of the served method, or any other method). */
+static void post_request(pgw_grpc_server *s, tag_kind kind)
+{
+    if (atomic_load(&s->shutting_down))
+        return;
+    rpc *r = rpc_new(s);
+    if (!r)
+        return;
+    r->new_tag.kind = kind;
+    grpc_call_error e;
+    if (kind == TAG_NEW_DESCRIBE)
+        e = grpc_server_request_registered_call(s->server, s->describe_method, &r->call,
+                                                &r->deadline, &r->request_md, &r->payload, s->cq,
+                                                s->cq, &r->new_tag);
+    else
+        e = grpc_server_request_call(s->server, &r->call, &r->details, &r->request_md, s->cq, s->cq,
+                                     &r->new_tag);
+    if (e != GRPC_CALL_OK) {
+        r->call = NULL;
+        rpc_unref(r);
+    }
+}
+
+/* Sends the final batch: initial metadata, the message (success only) and the status. Any
+ * thread. Consumes nothing; the rpc keeps what the batch references until it is freed. */
+static void send_answer(rpc *r, grpc_status_code code, const char *message)
+{
+    grpc_op ops[3];
+    memset(ops, 0, sizeof(ops));
+    size_t n = 0;
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = r->n_out_md;
+    ops[n].data.send_initial_metadata.metadata = r->n_out_md ? r->out_md : NULL;
+    n++;
+    if (code == GRPC_STATUS_OK && r->response) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = r->response;
+        n++;
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    if (message && code != GRPC_STATUS_OK) {
+        r->status_details = grpc_slice_from_copied_string(message);
+        r->has_status_details = 1;
+        ops[n].data.send_status_from_server.status_details = &r->status_details;
+    }
+    n++;
+    atomic_fetch_add(&r->refs, 1);
+    if (grpc_call_start_batch(r->call, ops, n, &r->send_tag, NULL) != GRPC_CALL_OK)
+        rpc_unref(r); /* no tag will come */
+}
+
+/* Starts RECV_CLOSE_ON_SERVER on its own, so a cancellation is seen while the lookup runs. */
+static int watch_close(rpc *r)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &r->recv_cancelled;
+    atomic_fetch_add(&r->refs, 1);
+    if (grpc_call_start_batch(r->call, &op, 1, &r->close_tag, NULL) != GRPC_CALL_OK) {
+        rpc_unref(r);
+        return -1;
+    }
+    return 0;
+}
+
+static void add_metadata(rpc *r, const char *key, const char *value)
+{
+    if (r->n_out_md >= sizeof(r->out_md) / sizeof(r->out_md[0]))
+        return;
+    r->out_md[r->n_out_md].key = grpc_slice_from_static_string(key);
+    r->out_md[r->n_out_md].value = grpc_slice_from_copied_string(value);
+    r->n_out_md++;
+}
+
+/* --- loop thread --- */
+
+static void log_call(const rpc *r, pgw_code code, pgw_cache_source source)
+{
+    if (!pgw_log_enabled(PGW_LOG_DEBUG))
+        return;
+    pgw_log(PGW_LOG_DEBUG, "call",
+            json_pack("{s:s, s:s, s:s#, s:s, s:I}", "frontend", "grpc", "method",
+                      "DescribeBatchInferenceJob", "arn", r->arn, (int)r->arn_len, "code",
+                      pgw_code_name(code), "latency_us",
+                      (json_int_t)((pgw_now_mono_ms() - r->started_ms) * 1000)));
+    (void)source;
+}
+
+static void on_lookup_done(const pgw_lookup_result *res, void *user_data)
+{
+    rpc *r = user_data;
+    r->lookup = NULL;
+    r->answered = 1;
+    log_call(r, res->code, res->source);
+    if (res->code == PGW_OK) {
+        /* DescribeBatchInferenceJobResponse is field 1 (length-delimited) around the packed
+         * job, so the cached bytes go out as they are, with no unpack and re-pack. */
+        uint8_t prefix[11];
+        size_t np = 0;
+        prefix[np++] = 0x0a;
+        size_t len = res->job_pb_len;
+        do {
+            prefix[np++] = (uint8_t)((len & 0x7f) | (len > 0x7f ? 0x80 : 0));
+            len >>= 7;
+        } while (len);
+        grpc_slice slice = grpc_slice_malloc(np + res->job_pb_len);
+        memcpy(GRPC_SLICE_START_PTR(slice), prefix, np);
+        memcpy(GRPC_SLICE_START_PTR(slice) + np, res->job_pb, res->job_pb_len);
+        r->response = grpc_raw_byte_buffer_create(&slice, 1);
+        grpc_slice_unref(slice);
+
+        const char *cache = res->source == PGW_SOURCE_UPSTREAM ? "miss"
+                            : res->source == PGW_SOURCE_STALE  ? "stale"
+                                                               : "hit";
+        char age[24];
+        snprintf(age, sizeof(age), "%lld", (long long)res->age_s);
+        add_metadata(r, "x-cache", cache);
+        add_metadata(r, "age", age);
+    }
+    send_answer(r, (grpc_status_code)res->code, res->message);
+    rpc_unref(r); /* the loop's reference */
+}
+
+static void loop_start_lookup(void *arg)
+{
+    rpc *r = arg;
+    if (r->answered) { /* cancelled before the loop got to it */
+        rpc_unref(r);
+        return;
+    }
+    pgw_lookup_params p = {
+        .arn = r->arn,
+        .arn_len = r->arn_len,
+        .deadline_ms = r->deadline_ms,
+        .no_cache = r->no_cache,
+        .frontend = "grpc",
+    };
+    r->lookup = pgw_lookup_start(r->server->options.lookup, &p, on_lookup_done, r);
+}
+
+static void loop_cancel(void *arg)
+{
+    rpc *r = arg;
+    if (!r->answered) {
+        r->answered = 1;
+        if (r->lookup) {
+            pgw_lookup_cancel(r->lookup);
+            r->lookup = NULL;
+        }
+        rpc_unref(r); /* the loop's reference: no answer will be sent */
+    }
+    rpc_unref(r); /* this task's reference */
+}
+
+/* --- completion-queue threads --- */
+
+static int64_t deadline_to_mono_ms(gpr_timespec deadline)
+{
+    gpr_timespec d = gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC);
+    if (gpr_time_cmp(d, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0)
+        return 0;
+    gpr_timespec left = gpr_time_sub(d, gpr_now(GPR_CLOCK_MONOTONIC));
+    int64_t ms = (int64_t)left.tv_sec * 1000 + left.tv_nsec / 1000000;
+    return pgw_now_mono_ms() + (ms > 0 ? ms : 0);
+}
+
+static int wants_no_cache(const grpc_metadata_array *md)
+{
+    for (size_t i = 0; i < md->count; i++) {
+        if (grpc_slice_str_cmp(md->metadata[i].key, "cache-control") != 0)
+            continue;
+        const grpc_slice v = md->metadata[i].value;
+        size_t len = GRPC_SLICE_LENGTH(v);
+        const char *p = (const char *)GRPC_SLICE_START_PTR(v);
+        for (size_t j = 0; j + 8 <= len; j++)
+            if (strncasecmp(p + j, "no-cache", 8) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+/* Reads the whole (possibly compressed, possibly multi-slice) request and unpacks it. */
+static PersonalizeGateway__V1__DescribeBatchInferenceJobRequest *read_request(grpc_byte_buffer *bb)
+{
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, bb))
+        return NULL;
+    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    PersonalizeGateway__V1__DescribeBatchInferenceJobRequest *req =
+        personalize_gateway__v1__describe_batch_inference_job_request__unpack(
+            NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+    grpc_slice_unref(all);
+    return req;
+}
+
+static void on_new_describe(rpc *r)
+{
+    pgw_grpc_server *s = r->server;
+    atomic_fetch_add(&s->in_flight, 1);
+    r->started_ms = pgw_now_mono_ms();
+    if (watch_close(r) != 0) {
+        rpc_unref(r);
+        return;
+    }
+    if (!r->payload) {
+        send_answer(r, GRPC_STATUS_INVALID_ARGUMENT, "the request carried no message");
+        rpc_unref(r);
+        return;
+    }
+    PersonalizeGateway__V1__DescribeBatchInferenceJobRequest *req = read_request(r->payload);
+    if (!req) {
+        send_answer(r, GRPC_STATUS_INVALID_ARGUMENT,
+                    "the request is not a valid DescribeBatchInferenceJobRequest message");
+        rpc_unref(r);
+        return;
+    }
+    size_t len = strlen(req->batch_inference_job_arn);
+    /* Longer than any valid ARN: keep a prefix, lookup's ARN check rejects it by length. */
+    r->arn_len = len < sizeof(r->arn) - 1 ? len : sizeof(r->arn) - 1;
+    memcpy(r->arn, req->batch_inference_job_arn, r->arn_len);
+    personalize_gateway__v1__describe_batch_inference_job_request__free_unpacked(req, NULL);
+    r->no_cache = wants_no_cache(&r->request_md);
+    r->deadline_ms = deadline_to_mono_ms(r->deadline);
+
+    /* The new-call reference becomes the loop's. */
+    if (pgw_loop_post(s->options.loop, loop_start_lookup, r) != 0) {
+        send_answer(r, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
+        rpc_unref(r);
+    }
+}
+
+static void on_new_generic(rpc *r)
+{
+    atomic_fetch_add(&r->server->in_flight, 1);
+    if (watch_close(r) == 0)
+        send_answer(r, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
+    rpc_unref(r);
+}
+
+static void on_close(rpc *r)
+{
+    if (r->recv_cancelled && r->new_tag.kind == TAG_NEW_DESCRIBE) {
+        /* The caller went away (cancelled, deadline passed, connection lost): tell the loop,
+         * which drops its interest in the lookup. */
+        atomic_fetch_add(&r->refs, 1);
+        if (pgw_loop_post(r->server->options.loop, loop_cancel, r) != 0)
+            rpc_unref(r);
+    }
+    rpc_unref(r);
+}
+
+static void *cq_thread(void *arg)
+{
+    pgw_grpc_server *s = arg;
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        rpc_tag *tag = ev.tag;
+        switch (tag->kind) {
+        case TAG_SHUTDOWN:
+            pthread_mutex_lock(&s->mu);
+            s->shutdown_done = 1;
+            pthread_cond_broadcast(&s->cond);
+            pthread_mutex_unlock(&s->mu);
+            break;
+        case TAG_NEW_DESCRIBE:
+        case TAG_NEW_GENERIC:
+            if (!ev.success) { /* the server is shutting down */
+                if (tag->rpc->call) {
+                    grpc_call_unref(tag->rpc->call);
+                    tag->rpc->call = NULL;
+                }
+                rpc_unref(tag->rpc);
+                break;
+            }
+            post_request(s, tag->kind); /* keep one posted in its place */
+            if (tag->kind == TAG_NEW_DESCRIBE)
+                on_new_describe(tag->rpc);
+            else
+                on_new_generic(tag->rpc);
+            break;
+        case TAG_CLOSE:
+            on_close(tag->rpc);
+            break;
+        case TAG_SEND:
+            rpc_unref(tag->rpc);
+            break;
+        }
+    }
+    return NULL;
+}
+
+pgw_grpc_server *pgw_grpc_server_new(const pgw_grpc_server_options *options, char *err,
+                                     size_t err_len)
+{
+    pgw_grpc_server *s = calloc(1, sizeof(*s));
+    if (!s) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    s->options = *options;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->shutdown_tag.kind = TAG_SHUTDOWN;
+
+    grpc_arg args[2] = {
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         .value.integer = options->max_recv_bytes},
+        /* A second gateway on a busy port must fail, not silently share it. */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+    };
+    grpc_channel_args channel_args = {2, args};
+    s->server = grpc_server_create(&channel_args, NULL);
+    s->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->server, s->cq, NULL);
+    s->describe_method = grpc_server_register_method(s->server, DESCRIBE_METHOD, NULL,
+                                                     GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    s->port = grpc_server_add_http2_port(s->server, options->addr, creds);
+    grpc_server_credentials_release(creds);
+    if (s->port <= 0) {
+        snprintf(err, err_len, "--grpc-addr: cannot listen on %s", options->addr);
+        pgw_grpc_server_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+int pgw_grpc_server_port(const pgw_grpc_server *s)
+{
+    return s->port;
+}
+
+int pgw_grpc_server_start(pgw_grpc_server *s)
+{
+    grpc_server_start(s->server);
+    s->threads = calloc((size_t)s->options.threads, sizeof(pthread_t));
+    if (!s->threads)
+        return -1;
+    for (int t = 0; t < s->options.threads; t++) {
+        for (int i = 0; i < POSTED_PER_THREAD; i++)
+            post_request(s, TAG_NEW_DESCRIBE);
+        for (int i = 0; i < GENERIC_POSTED; i++)
+            post_request(s, TAG_NEW_GENERIC);
+    }
+    for (int t = 0; t < s->options.threads; t++) {
+        if (pthread_create(&s->threads[t], NULL, cq_thread, s) != 0)
+            return -1;
+        s->n_threads++;
+    }
+    return 0;
+}
+
+static int wait_shutdown_done(pgw_grpc_server *s, int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&s->mu);
+    while (!s->shutdown_done) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&s->cond, &s->mu);
+        else if (pthread_cond_timedwait(&s->cond, &s->mu, &until) != 0)
+            break;
+    }
+    int done = s->shutdown_done;
+    pthread_mutex_unlock(&s->mu);
+    return done;
+}
+
+void pgw_grpc_server_shutdown(pgw_grpc_server *s, int grace_ms)
+{
+    atomic_store(&s->shutting_down, 1);
+    grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
+    if (s->n_threads == 0) {
+        grpc_server_cancel_all_calls(s->server);
+    } else if (!wait_shutdown_done(s, grace_ms)) {
+        pgw_log(PGW_LOG_WARN, "grace period over: cancelling the calls still in flight",
+                json_pack("{s:i}", "in_flight", atomic_load(&s->in_flight)));
+        grpc_server_cancel_all_calls(s->server);
+    }
+    if (s->n_threads)
+        wait_shutdown_done(s, -1);
+}
+
+void pgw_grpc_server_free(pgw_grpc_server *s)
+{
+    if (!s)
+        return;
+    if (s->server)
+        grpc_server_destroy(s->server);
+    if (s->cq) {
+        grpc_completion_queue_shutdown(s->cq);
+        if (s->n_threads) {
+            for (int t = 0; t < s->n_threads; t++)
+                pthread_join(s->threads[t], NULL);
+        } else {
+            while (
+                grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+                GRPC_QUEUE_SHUTDOWN)
+                ;
+        }
+        grpc_completion_queue_destroy(s->cq);
+    }
+    free(s->threads);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+int pgw_grpc_server_in_flight(const pgw_grpc_server *s)
+{
+    return atomic_load(&s->in_flight);
+}

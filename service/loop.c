@@ -1,0 +1,154 @@
+#include "service/loop.h"
+
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+/* A posted task. Tasks form a FIFO under the loop's mutex. */
+typedef struct loop_task {
+    pgw_loop_fn fn;
+    void *arg;
+    struct loop_task *next;
+} loop_task;
+
+struct pgw_loop {
+    struct event_base *base;
+    struct event *wakeup; /* activated by pgw_loop_post from any thread */
+    pthread_t thread;
+    int started;
+
+    pthread_mutex_t mu;
+    loop_task *head, *tail;
+    int accepting; /* cleared by pgw_loop_stop */
+    int stopping;
+};
+
+static void run_posted(evutil_socket_t fd, short what, void *arg)
+{
+    pgw_loop *loop = arg;
+    pthread_mutex_lock(&loop->mu);
+    loop_task *task = loop->head;
+    loop->head = loop->tail = NULL;
+    int stopping = loop->stopping;
+    pthread_mutex_unlock(&loop->mu);
+
+    while (task) {
+        loop_task *next = task->next;
+        task->fn(task->arg);
+        free(task);
+        task = next;
+    }
+    if (stopping) {
+        /* A task run above may have posted more: run those before leaving. */
+        pthread_mutex_lock(&loop->mu);
+        int more = loop->head != NULL;
+        pthread_mutex_unlock(&loop->mu);
+        if (more)
+            event_active(loop->wakeup, 0, 0);
+        else
+            event_base_loopbreak(loop->base);
+    }
+}
+
+pgw_loop *pgw_loop_new(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, (void (*)(void))evthread_use_pthreads);
+
+    pgw_loop *loop = calloc(1, sizeof(*loop));
+    if (!loop)
+        return NULL;
+    pthread_mutex_init(&loop->mu, NULL);
+    loop->base = event_base_new();
+    if (loop->base)
+        loop->wakeup = event_new(loop->base, -1, EV_PERSIST, run_posted, loop);
+    if (!loop->base || !loop->wakeup) {
+        pgw_loop_free(loop);
+        return NULL;
+    }
+    loop->accepting = 1;
+    return loop;
+}
+
+struct event_base *pgw_loop_base(pgw_loop *loop)
+{
+    return loop->base;
+}
+
+int pgw_loop_post(pgw_loop *loop, pgw_loop_fn fn, void *arg)
+{
+    loop_task *task = malloc(sizeof(*task));
+    if (!task)
+        return -1;
+    task->fn = fn;
+    task->arg = arg;
+    task->next = NULL;
+
+    pthread_mutex_lock(&loop->mu);
+    if (!loop->accepting) {
+        pthread_mutex_unlock(&loop->mu);
+        free(task);
+        return -1;
+    }
+    if (loop->tail)
+        loop->tail->next = task;
+    else
+        loop->head = task;
+    loop->tail = task;
+    pthread_mutex_unlock(&loop->mu);
+    event_active(loop->wakeup, 0, 0);
+    return 0;
+}
+
+int pgw_loop_is_current(pgw_loop *loop)
+{
+    return loop->started && pthread_equal(pthread_self(), loop->thread);
+}
+
+static void *loop_main(void *arg)
+{
+    pgw_loop *loop = arg;
+    /* Idle is normal (no transfer in flight): keep running until pgw_loop_stop. */
+    event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+int pgw_loop_start(pgw_loop *loop)
+{
+    if (pthread_create(&loop->thread, NULL, loop_main, loop) != 0)
+        return -1;
+    loop->started = 1;
+    return 0;
+}
+
+void pgw_loop_stop(pgw_loop *loop)
+{
+    pthread_mutex_lock(&loop->mu);
+    loop->accepting = 0;
+    loop->stopping = 1;
+    pthread_mutex_unlock(&loop->mu);
+    if (!loop->started)
+        return;
+    event_active(loop->wakeup, 0, 0);
+    pthread_join(loop->thread, NULL);
+    loop->started = 0;
+}
+
+void pgw_loop_free(pgw_loop *loop)
+{
+    if (!loop)
+        return;
+    loop_task *task = loop->head;
+    while (task) {
+        loop_task *next = task->next;
+        free(task);
+        task = next;
+    }
+    if (loop->wakeup)
+        event_free(loop->wakeup);
+    if (loop->base)
+        event_base_free(loop->base);
+    pthread_mutex_destroy(&loop->mu);
+    free(loop);
+}

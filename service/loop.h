@@ -1,0 +1,37 @@
+/* The event loop that owns all outbound I/O: one libevent base driven by one thread. libcurl's
+ * multi handle, hiredis' async context, the HTTP server and every timer live on it. Other
+ * threads (the gRPC completion-queue threads) never touch those objects: they hand work over
+ * with pgw_loop_post(). */
+#ifndef PGW_LOOP_H
+#define PGW_LOOP_H
+
+struct event_base;
+typedef struct pgw_loop pgw_loop;
+
+typedef void (*pgw_loop_fn)(void *arg);
+
+/* Creates the loop (not yet running). Returns NULL on failure. Free with pgw_loop_free(). */
+pgw_loop *pgw_loop_new(void);
+
+/* The libevent base, for modules that register events. Use it on the loop thread only (or
+ * before pgw_loop_start). */
+struct event_base *pgw_loop_base(pgw_loop *loop);
+
+/* Runs fn(arg) on the loop thread, in order of posting. Safe from any thread. Returns 0, or
+ * -1 when the loop has stopped accepting work (fn will then never run: the caller still owns
+ * arg). */
+int pgw_loop_post(pgw_loop *loop, pgw_loop_fn fn, void *arg);
+
+/* Nonzero when the caller runs on the loop thread. */
+int pgw_loop_is_current(pgw_loop *loop);
+
+/* Starts the loop thread. Returns 0 or -1. */
+int pgw_loop_start(pgw_loop *loop);
+
+/* Runs every posted task, then stops the thread and joins it. Posts after this fail. */
+void pgw_loop_stop(pgw_loop *loop);
+
+/* Frees a stopped (or never started) loop. */
+void pgw_loop_free(pgw_loop *loop);
+
+#endif
