@@ -259,7 +259,13 @@ static void loop_start_lookup(void *arg)
         .no_cache = r->no_cache,
         .frontend = "grpc",
     };
-    r->lookup = pgw_lookup_start(r->server->options.lookup, &p, on_lookup_done, r);
+    /* The callback may run (and drop the loop's reference) inside pgw_lookup_start: hold one
+     * more so r outlives the call. */
+    atomic_fetch_add(&r->refs, 1);
+    pgw_lookup_req *req = pgw_lookup_start(r->server->options.lookup, &p, on_lookup_done, r);
+    if (!r->answered)
+        r->lookup = req;
+    rpc_unref(r);
 }
 
 static void loop_cancel(void *arg)

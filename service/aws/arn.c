@@ -5,12 +5,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ARN_WHAT          "batch inference job ARN"
-#define ARN_FORM          "arn:<partition>:personalize:<region>:<account>:batch-inference-job/<name>"
-#define RESOURCE_PREFIX   "batch-inference-job/"
-#define JOB_NAME_MAX      63
-#define QUOTE_MAX_INPUT   48 /* input bytes quoted in a message before "..." */
-#define QUOTE_BUF         (QUOTE_MAX_INPUT * 4 + 8)
+#define ARN_WHAT        "batch inference job ARN"
+#define ARN_FORM        "arn:<partition>:personalize:<region>:<account>:batch-inference-job/<name>"
+#define RESOURCE_PREFIX "batch-inference-job/"
+#define JOB_NAME_MAX    63
+#define QUOTE_MAX_INPUT 48 /* input bytes quoted in a message before "..." */
+#define QUOTE_BUF       (QUOTE_MAX_INPUT * 4 + 8)
 
 /* A field of the ARN: a pointer into the caller's bytes and a length. */
 typedef struct span {
@@ -163,8 +163,7 @@ int pgw_arn_parse(const char *s, size_t len, pgw_arn *out, char *err, size_t err
         return -1;
     }
     if (len > PGW_ARN_MAX_LEN) {
-        set_err(err, err_len, ARN_WHAT " is longer than %d characters (%zu)", PGW_ARN_MAX_LEN,
-                len);
+        set_err(err, err_len, ARN_WHAT " is longer than %d characters (%zu)", PGW_ARN_MAX_LEN, len);
         return -1;
     }
     for (size_t i = 0; i < len; i++) {
@@ -233,8 +232,7 @@ int pgw_arn_parse(const char *s, size_t len, pgw_arn *out, char *err, size_t err
     }
     size_t plen = sizeof(RESOURCE_PREFIX) - 1;
     if (f[5].n < plen || memcmp(f[5].p, RESOURCE_PREFIX, plen) != 0) {
-        set_err(err, err_len,
-                ARN_WHAT " has resource \"%s\", expected batch-inference-job/<name>",
+        set_err(err, err_len, ARN_WHAT " has resource \"%s\", expected batch-inference-job/<name>",
                 quote(f[5], q, sizeof(q)));
         return -1;
     }

@@ -25,12 +25,9 @@ static const char *const throttling_codes[] = {
 /* AWS rejected the gateway's own credentials or signature: the caller did nothing wrong, the
  * gateway cannot serve right now (UNAVAILABLE). */
 static const char *const credentials_codes[] = {
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "ExpiredTokenException",
-    "ExpiredToken",
-    "InvalidClientTokenId",
-    "MissingAuthenticationToken",
+    "UnrecognizedClientException", "InvalidSignatureException",
+    "ExpiredTokenException",       "ExpiredToken",
+    "InvalidClientTokenId",        "MissingAuthenticationToken",
 };
 
 static bool in_list(const char *code, const char *const *list, size_t n)
@@ -165,6 +162,8 @@ void pgw_aws_error_parse(int http_status, const char *error_type_header, const c
     json_t *root = NULL;
     if (body != NULL && body_len > 0 && body_len <= PGW_AWS_ERROR_BODY_MAX) {
         json_error_t jerr;
+        /* JSON_ALLOW_NUL: a \u0000 in a message must not cost us the error code; the copies
+         * below are length-based and scrub it. */
         root = json_loadb(body, body_len, JSON_ALLOW_NUL, &jerr);
         if (root != NULL && !json_is_object(root)) {
             json_decref(root);

@@ -13,17 +13,17 @@
 
 #include "service/status.h"
 
-#define PGW_AWS_ERROR_CODE_MAX    128 /* bytes of code kept, with the NUL */
-#define PGW_AWS_ERROR_MESSAGE_MAX 512 /* bytes of message kept, with the NUL */
+#define PGW_AWS_ERROR_CODE_MAX    128           /* bytes of code kept, with the NUL */
+#define PGW_AWS_ERROR_MESSAGE_MAX 512           /* bytes of message kept, with the NUL */
 #define PGW_AWS_ERROR_BODY_MAX    (1024 * 1024) /* larger bodies are not parsed */
 
 typedef struct pgw_aws_error {
-    int http_status;                       /* as given */
-    char code[PGW_AWS_ERROR_CODE_MAX];     /* normalised code, "" if none was found */
+    int http_status;                         /* as given */
+    char code[PGW_AWS_ERROR_CODE_MAX];       /* normalised code, "" if none was found */
     char message[PGW_AWS_ERROR_MESSAGE_MAX]; /* AWS's message, "" if none; printable */
-    pgw_code status;          /* the gateway code this error maps to */
-    bool retryable;           /* HTTP 500/502/503/504 or a throttling code */
-    bool throttling;          /* a throttling code (or a bare HTTP 429) */
+    pgw_code status;                         /* the gateway code this error maps to */
+    bool retryable;                          /* HTTP 500/502/503/504 or a throttling code */
+    bool throttling;                         /* a throttling code (or a bare HTTP 429) */
     bool credentials_problem; /* AWS rejected the gateway's own credentials/signature */
     bool expired_token;       /* the session token expired: refresh and retry once */
 } pgw_aws_error;

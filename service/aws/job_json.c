@@ -139,8 +139,9 @@ static int get_int32(perr *e, json_t *obj, const char *path, const char *key, in
     if (json_is_integer(v)) {
         json_int_t i = json_integer_value(v);
         if (i < INT32_MIN || i > INT32_MAX)
-            return fail(e, "upstream returned %s.%s %" JSON_INTEGER_FORMAT
-                           ", which is out of range for int32",
+            return fail(e,
+                        "upstream returned %s.%s %" JSON_INTEGER_FORMAT
+                        ", which is out of range for int32",
                         path, key, i);
         *dst = (int32_t)i;
         return 0;
@@ -151,8 +152,8 @@ static int get_int32(perr *e, json_t *obj, const char *path, const char *key, in
         if (d != floor(d))
             return fail(e, "upstream returned %s.%s %g, expected an integer", path, key, d);
         if (d < INT32_MIN || d > INT32_MAX)
-            return fail(e, "upstream returned %s.%s %g, which is out of range for int32", path,
-                        key, d);
+            return fail(e, "upstream returned %s.%s %g, which is out of range for int32", path, key,
+                        d);
         *dst = (int32_t)d;
         return 0;
     }
@@ -162,8 +163,7 @@ static int get_int32(perr *e, json_t *obj, const char *path, const char *key, in
 /* Epoch seconds (integer or fractional) to a Timestamp, rounded to the microsecond: a double
  * near 1.7e9 holds about 0.2 us of precision, so finer digits would be noise, and AWS itself
  * sends milliseconds. */
-static int get_timestamp(perr *e, json_t *obj, const char *path, const char *key,
-                         Timestamp **dst)
+static int get_timestamp(perr *e, json_t *obj, const char *path, const char *key, Timestamp **dst)
 {
     json_t *v = member(obj, key);
     if (v == NULL)
@@ -315,12 +315,14 @@ static int get_mode(perr *e, json_t *obj, const char *path, const char *key,
         return wrong_type(e, path, key, v, "string");
     const char *s = json_string_value(v);
     if (strcmp(s, "BATCH_INFERENCE") == 0)
-        *dst = PERSONALIZE_GATEWAY__V1__BATCH_INFERENCE_JOB_MODE__BATCH_INFERENCE_JOB_MODE_BATCH_INFERENCE;
+        *dst =
+            PERSONALIZE_GATEWAY__V1__BATCH_INFERENCE_JOB_MODE__BATCH_INFERENCE_JOB_MODE_BATCH_INFERENCE;
     else if (strcmp(s, "THEME_GENERATION") == 0)
         *dst =
             PERSONALIZE_GATEWAY__V1__BATCH_INFERENCE_JOB_MODE__BATCH_INFERENCE_JOB_MODE_THEME_GENERATION;
     else /* a mode AWS added later: keep the rest of the job */
-        *dst = PERSONALIZE_GATEWAY__V1__BATCH_INFERENCE_JOB_MODE__BATCH_INFERENCE_JOB_MODE_UNSPECIFIED;
+        *dst =
+            PERSONALIZE_GATEWAY__V1__BATCH_INFERENCE_JOB_MODE__BATCH_INFERENCE_JOB_MODE_UNSPECIFIED;
     return 0;
 }
 
@@ -426,8 +428,8 @@ int pgw_job_from_aws_json(const char *body, size_t len, Job **out, char *err, si
     json_error_t jerr;
     root = json_loadb(body, len, 0, &jerr);
     if (root == NULL) {
-        fail(&e, "upstream returned invalid JSON (line %d, column %d: %s)", jerr.line,
-             jerr.column, jerr.text);
+        fail(&e, "upstream returned invalid JSON (line %d, column %d: %s)", jerr.line, jerr.column,
+             jerr.text);
         goto done;
     }
     if (!json_is_object(root)) {
@@ -633,8 +635,8 @@ static void put_rfc3339(json_t *obj, const char *key, const Timestamp *ts)
     else
         snprintf(frac, sizeof(frac), ".%09" PRId32, ts->nanos);
     char buf[64];
-    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d%sZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d%sZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
     json_object_set_new(obj, key, json_string(buf));
 }
 
@@ -654,11 +656,11 @@ static void put_common(json_t *o, const Job *j, int proto3)
                                 ? wrap("s3DataSource", s3_json(j->job_input->s3_data_source))
                                 : json_object());
     if (j->job_output != NULL)
-        json_object_set_new(o, "jobOutput",
-                            j->job_output->s3_data_destination
-                                ? wrap("s3DataDestination",
-                                       s3_json(j->job_output->s3_data_destination))
-                                : json_object());
+        json_object_set_new(
+            o, "jobOutput",
+            j->job_output->s3_data_destination
+                ? wrap("s3DataDestination", s3_json(j->job_output->s3_data_destination))
+                : json_object());
     if (j->batch_inference_job_config != NULL)
         json_object_set_new(o, "batchInferenceJobConfig",
                             config_json(j->batch_inference_job_config, proto3));
@@ -690,8 +692,7 @@ char *pgw_job_to_aws_json(const Job *j)
         if (mode != NULL)
             json_object_set_new(o, "batchInferenceJobMode", json_string(mode));
         if (j->theme_generation_config != NULL)
-            json_object_set_new(o, "themeGenerationConfig",
-                                theme_json(j->theme_generation_config));
+            json_object_set_new(o, "themeGenerationConfig", theme_json(j->theme_generation_config));
         put_str(o, "status", j->status);
         put_epoch(o, "creationDateTime", j->creation_date_time, &min_prec);
         put_epoch(o, "lastUpdatedDateTime", j->last_updated_date_time, &min_prec);
@@ -721,8 +722,7 @@ char *pgw_job_to_proto3_json(const Job *j)
                                    : json_integer((json_int_t)j->batch_inference_job_mode));
         }
         if (j->theme_generation_config != NULL)
-            json_object_set_new(o, "themeGenerationConfig",
-                                theme_json(j->theme_generation_config));
+            json_object_set_new(o, "themeGenerationConfig", theme_json(j->theme_generation_config));
         put_str(o, "status", j->status);
         put_rfc3339(o, "creationDateTime", j->creation_date_time);
         put_rfc3339(o, "lastUpdatedDateTime", j->last_updated_date_time);

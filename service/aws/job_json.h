@@ -2,7 +2,8 @@
  *
  *   AWS DescribeBatchInferenceJob body  --pgw_job_from_aws_json-->  BatchInferenceJob (protobuf-c)
  *   BatchInferenceJob  --pgw_job_to_aws_json-->     AWS-shaped body (for the AWS-compatible POST /)
- *   BatchInferenceJob  --pgw_job_to_proto3_json-->  proto3 JSON of DescribeBatchInferenceJobResponse
+ *   BatchInferenceJob  --pgw_job_to_proto3_json-->  proto3 JSON of
+ * DescribeBatchInferenceJobResponse
  *
  * Pure: no I/O. JSON parsing and printing is jansson's. */
 #ifndef PGW_JOB_JSON_H

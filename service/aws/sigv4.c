@@ -796,6 +796,8 @@ int pgw_sigv4_sign(pgw_sigv4_signer *s, const pgw_sigv4_request *req, const pgw_
     size_t err_len;
 
     sb_init(&auth, 2 * PGW_SIGV4_MAX_CANONICAL);
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
     if (s == NULL || out == NULL)
         return -1;
     err = s->errstr;

@@ -146,7 +146,8 @@ unsigned long pgw_sigv4_signer_derivations(const pgw_sigv4_signer *s);
 int pgw_sigv4_format_date(time_t now, char out[PGW_SIGV4_AMZ_DATE_LEN + 1]);
 
 /* Stage 1: builds the canonical request of req, signing exactly the headers in req (so the
- * caller includes x-amz-date and the others itself), with the payload hash of req->body. flags
+ * caller includes x-amz-date and the others itself; up to PGW_SIGV4_MAX_HEADERS +
+ * PGW_SIGV4_MAX_OUT_HDRS of them), with the payload hash of req->body. flags
  * takes PGW_SIGV4_NO_PATH_NORMALIZE. On success returns 0 and sets *canonical and, if
  * signed_headers is not NULL, *signed_headers ("host;x-amz-date"), both heap strings the caller
  * releases with pgw_sigv4_string_free(). On failure returns -1 with a message in err (which may

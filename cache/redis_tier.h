@@ -1,0 +1,127 @@
+/* redis_tier: the shared cache tier, over hiredis' async API on the service's libevent loop.
+ *
+ * Single-threaded: create, call and free it on the event-loop thread that runs `base`; no
+ * locks. Nothing here blocks: host names resolve through evdns, the connection is opened,
+ * authenticated (AUTH) and switched to its database (SELECT) asynchronously, and after a
+ * disconnect or a failed attempt it reconnects on its own with capped exponential backoff.
+ *
+ * Every GET answers within the command timeout. A circuit breaker stops sending after a run
+ * of consecutive failures (errors, timeouts, a lost connection) so callers fall through to
+ * upstream at once instead of waiting on a sick Redis; after a cool-down (doubling on each
+ * re-trip, up to a cap) one probe GET is let through, and its success closes the breaker. */
+#ifndef PGW_CACHE_REDIS_TIER_H
+#define PGW_CACHE_REDIS_TIER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+typedef struct pgw_redis_tier pgw_redis_tier;
+
+#define PGW_REDIS_KEY_PREFIX "pgw:v1:bij:"
+
+typedef enum pgw_redis_result {
+    PGW_REDIS_HIT = 0, /* value bytes are passed to the callback */
+    PGW_REDIS_MISS,    /* no such key (or a value over max_value_bytes) */
+    PGW_REDIS_ERROR,   /* not connected, breaker open, timeout, error reply, lost connection */
+} pgw_redis_result;
+
+typedef enum pgw_redis_breaker_state {
+    PGW_REDIS_BREAKER_CLOSED = 0, /* commands flow */
+    PGW_REDIS_BREAKER_OPEN,       /* every GET answers ERROR at once until the cool-down ends */
+    PGW_REDIS_BREAKER_HALF_OPEN,  /* one probe GET may go; its success closes the breaker */
+} pgw_redis_breaker_state;
+
+typedef enum pgw_redis_conn_state {
+    PGW_REDIS_CONN_DISCONNECTED = 0, /* waiting for the next reconnect attempt */
+    PGW_REDIS_CONN_RESOLVING,        /* looking up the host name */
+    PGW_REDIS_CONN_CONNECTING,       /* TCP connect, AUTH, SELECT in progress */
+    PGW_REDIS_CONN_READY,
+} pgw_redis_conn_state;
+
+typedef struct pgw_redis_tier_config {
+    const char *url;             /* redis://[[user]:password@]host[:port][/db]; copied */
+    int command_timeout_ms;      /* per GET; default 50 */
+    int connect_timeout_ms;      /* connect + AUTH + SELECT; default 1000 */
+    int reconnect_min_ms;        /* first retry delay; default 100 */
+    int reconnect_max_ms;        /* backoff cap; default 5000 */
+    int breaker_failures;        /* consecutive failures that open it; default 5 */
+    int breaker_cooldown_ms;     /* first open period; default 2000 */
+    int breaker_cooldown_max_ms; /* cap for the doubling; default 30000 */
+    size_t max_value_bytes;      /* larger values are treated as a miss; default 2 MiB */
+} pgw_redis_tier_config;
+
+typedef struct pgw_redis_tier_stats {
+    uint64_t gets, hits, misses;
+    uint64_t errors;   /* GETs answered ERROR for any reason (includes the two below) */
+    uint64_t timeouts; /* GETs answered ERROR because the command timeout passed */
+    uint64_t rejected; /* GETs answered ERROR without being sent (breaker, no connection) */
+    uint64_t sets, set_errors, set_skipped;
+    uint64_t breaker_opens;
+    uint64_t connects;    /* connections that became ready */
+    uint64_t disconnects; /* ready connections lost or dropped */
+    uint64_t oversize;    /* values over max_value_bytes, answered MISS */
+    pgw_redis_breaker_state breaker;
+    pgw_redis_conn_state conn;
+} pgw_redis_tier_stats;
+
+/* The parts of a Redis URL. password and username are secrets-adjacent: never log them. */
+typedef struct pgw_redis_url {
+    char host[256];     /* without IPv6 brackets */
+    int port;           /* default 6379 */
+    int db;             /* 0..15, default 0 */
+    char username[128]; /* "" unless given (ACL user) */
+    char password[256]; /* "" unless given */
+} pgw_redis_url;
+
+/* Receives a GET's answer. value/len are set for PGW_REDIS_HIT only and are borrowed: valid
+ * during the callback only. */
+typedef void (*pgw_redis_get_cb)(pgw_redis_result result, const uint8_t *value, size_t len,
+                                 void *user_data);
+
+/* Fills *cfg with the defaults above (url = NULL). */
+void pgw_redis_tier_config_defaults(pgw_redis_tier_config *cfg);
+
+/* Parses and validates a Redis URL with libcurl's URL API: scheme redis, host present, port
+ * 1..65535, db numeric 0..15, no query or fragment. Returns 0, or -1 with a message naming
+ * --redis-url in err (never echoing the password). */
+int pgw_redis_url_parse(const char *url, pgw_redis_url *out, char *err, size_t errlen);
+
+/* Writes the cache key for arn ("pgw:v1:bij:<arn>") into out. Returns its length, or -1 when
+ * it does not fit in cap bytes (including the NUL). */
+int pgw_redis_key_for_arn(const char *arn, char *out, size_t cap);
+
+/* Creates the tier and starts connecting in the background. Returns NULL with a message in
+ * err on a bad URL or config or allocation failure. Free with pgw_redis_tier_free() before
+ * freeing base. */
+pgw_redis_tier *pgw_redis_tier_new(struct event_base *base, const pgw_redis_tier_config *cfg,
+                                   char *err, size_t errlen);
+
+/* Frees the tier. Commands still in flight are abandoned and their callbacks are SUPPRESSED
+ * (they never run). Safe to call from inside one of this tier's callbacks: the release is
+ * deferred until that callback returns. NULL is fine. */
+void pgw_redis_tier_free(pgw_redis_tier *tier);
+
+/* GET key (NUL-terminated). cb fires exactly once (unless the tier is freed first): with the
+ * reply, or with ERROR when the command timeout passes (a late reply is then ignored). When the
+ * breaker is open or there is no ready connection, cb runs SYNCHRONOUSLY, before this call
+ * returns, with ERROR, so the caller can fall through to upstream at once. */
+void pgw_redis_tier_get(pgw_redis_tier *tier, const char *key, pgw_redis_get_cb cb,
+                        void *user_data);
+
+/* SET key value PX ttl_ms, fire and forget: failures are only counted. Returns 0 when the
+ * command was queued, -1 when skipped (not ready, breaker not closed, bad arguments). */
+int pgw_redis_tier_set(pgw_redis_tier *tier, const char *key, const uint8_t *value, size_t len,
+                       int64_t ttl_ms);
+
+/* Copies the counters and states into *out. */
+void pgw_redis_tier_stats_get(const pgw_redis_tier *tier, pgw_redis_tier_stats *out);
+
+/* Nonzero when a connection is up, authenticated and on its database. */
+int pgw_redis_tier_is_ready(const pgw_redis_tier *tier);
+
+/* The last connection problem as text ("" if none), for logs; never holds the password.
+ * Borrowed: valid until the next call into the tier or its callbacks. */
+const char *pgw_redis_tier_last_error(const pgw_redis_tier *tier);
+
+#endif

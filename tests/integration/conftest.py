@@ -1,0 +1,83 @@
+"""pytest fixtures for the integration tests (the helpers live in pgw_harness.py).
+
+fake_aws        a running AWS fake (Personalize + STS + container credentials + IMDS)
+redis_server    a running redis-server on a free loopback port (stop/start/restart keep it)
+redis_factory   make_redis(password=None) for more (or password-protected) servers
+gateway         start_gateway(extra_args=[], env={}, wait=True, fake=<fake_aws>) -> Gateway
+"""
+
+import os
+
+import pytest
+
+import pgw_harness as h
+
+
+@pytest.fixture
+def fake_aws(tmp_path):
+    fake = h.FakeAws(str(tmp_path / "fake_aws"))
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def redis_factory(tmp_path):
+    started = []
+
+    def make_redis(password=None):
+        r = h.RedisServer(str(tmp_path / ("redis%d" % len(started))), password=password)
+        started.append(r)
+        return r
+
+    try:
+        yield make_redis
+    finally:
+        for r in started:
+            r.stop()
+
+
+@pytest.fixture
+def redis_server(redis_factory):
+    return redis_factory()
+
+
+@pytest.fixture
+def gateway_binary():
+    b = h.gateway_binary()
+    if b is None:
+        pytest.skip("PGW_BINARY is not set or not executable (run through ctest)")
+    return b
+
+
+@pytest.fixture
+def gateway(request, tmp_path, fake_aws, gateway_binary):
+    """Factory: start_gateway(extra_args=(), env=None, wait=True, fake=fake_aws, timeout=30).
+
+    Every gateway started is stopped at teardown (SIGTERM, then SIGKILL); with
+    PGW_SANITIZE=ON a sanitizer report in its stderr fails the test."""
+    started = []
+
+    def start_gateway(extra_args=(), env=None, wait=True, fake=fake_aws, timeout=30.0):
+        home = tmp_path / ("home%d" % len(started))
+        home.mkdir(exist_ok=True)
+        gw_env = h.gateway_env(fake, str(home), env)
+        gw = h.Gateway(gateway_binary, str(tmp_path / "gateway"), list(extra_args), gw_env,
+                       wait=False)
+        started.append(gw)
+        if wait:
+            gw.wait_ready(timeout)
+        return gw
+
+    yield start_gateway
+
+    findings = []
+    for gw in started:
+        gw.stop()
+        if os.environ.get("PGW_SANITIZE", "").upper() in ("ON", "1", "TRUE", "YES"):
+            found = gw.sanitizer_findings()
+            if found:
+                findings.append("gateway pid %d:\n%s" % (gw.pid, "\n".join(gw.stderr_lines()[-80:])))
+    if findings:
+        pytest.fail("sanitizer reports in gateway stderr:\n" + "\n\n".join(findings))

@@ -1,0 +1,433 @@
+/* Redis tier against real redis-server processes this test starts on loopback: URL parsing,
+ * GET/SET round trip with PTTL, miss, AUTH + SELECT (plain and ACL-style URLs), a corrupted
+ * value, timeouts with a stopped server, crash -> breaker opens -> restart -> reconnect, and
+ * freeing with commands in flight. Skips (77) when redis-server is not installed. */
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache/entry.h"
+#include "cache/redis_tier.h"
+#include "cache_test_redis.h"
+#include "test_util.h"
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct event_base *base;
+
+/* Steps the loop in small slices until *flag is nonzero or ms pass. Returns *flag. */
+static int run_until(const int *flag, int ms)
+{
+    int64_t end = now_ms() + ms;
+    while (!*flag && now_ms() < end) {
+        struct timeval tv = {0, 5000};
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+    }
+    return *flag;
+}
+
+static void run_for(int ms)
+{
+    int never = 0;
+    run_until(&never, ms);
+}
+
+typedef struct get_state {
+    int done;
+    int calls;
+    pgw_redis_result result;
+    uint8_t value[512];
+    size_t len;
+    int64_t answered_at;
+    pgw_redis_tier **free_me; /* set: free the tier from inside the callback */
+} get_state;
+
+static void get_cb(pgw_redis_result result, const uint8_t *value, size_t len, void *ud)
+{
+    get_state *g = ud;
+    g->calls++;
+    g->done = 1;
+    g->result = result;
+    g->answered_at = now_ms();
+    g->len = len;
+    if (result == PGW_REDIS_HIT && len <= sizeof g->value)
+        memcpy(g->value, value, len);
+    if (g->free_me) {
+        pgw_redis_tier_free(*g->free_me);
+        *g->free_me = NULL;
+    }
+}
+
+/* One GET, run to its answer (bounded), returning the state. */
+static get_state do_get(pgw_redis_tier *tier, const char *key)
+{
+    get_state g;
+    memset(&g, 0, sizeof g);
+    pgw_redis_tier_get(tier, key, get_cb, &g);
+    run_until(&g.done, 2000);
+    return g;
+}
+
+static pgw_redis_tier_config test_config(const char *url)
+{
+    pgw_redis_tier_config c;
+    pgw_redis_tier_config_defaults(&c);
+    c.url = url;
+    c.command_timeout_ms = 100; /* sanitizer builds are slow; the default is 50 */
+    c.connect_timeout_ms = 500;
+    c.reconnect_min_ms = 20;
+    c.reconnect_max_ms = 100;
+    c.breaker_failures = 5;
+    c.breaker_cooldown_ms = 300;
+    c.breaker_cooldown_max_ms = 600;
+    return c;
+}
+
+static void test_url_parsing(void)
+{
+    pgw_redis_url u;
+    char err[256];
+    CHECK(pgw_redis_url_parse("redis://127.0.0.1:6380/3", &u, err, sizeof err) == 0);
+    CHECK_STR(u.host, "127.0.0.1");
+    CHECK(u.port == 6380 && u.db == 3 && !u.password[0] && !u.username[0]);
+    CHECK(pgw_redis_url_parse("redis://cache.internal", &u, err, sizeof err) == 0);
+    CHECK_STR(u.host, "cache.internal");
+    CHECK(u.port == 6379 && u.db == 0);
+    CHECK(pgw_redis_url_parse("redis://:p%40ss:w0rd@localhost:1/15", &u, err, sizeof err) == 0);
+    CHECK_STR(u.password, "p@ss:w0rd");
+    CHECK(!u.username[0] && u.port == 1 && u.db == 15);
+    CHECK(pgw_redis_url_parse("redis://app:s3cret@[::1]:7000/0", &u, err, sizeof err) == 0);
+    CHECK_STR(u.host, "::1");
+    CHECK_STR(u.username, "app");
+    CHECK_STR(u.password, "s3cret");
+    CHECK(u.port == 7000);
+    CHECK(pgw_redis_url_parse("REDIS://h:65535/", &u, err, sizeof err) == 0 && u.port == 65535);
+
+    const char *bad[] = {
+        "",
+        "http://h:6379",
+        "rediss://h:6379",
+        "redis://:6379",
+        "redis://h:0",
+        "redis://h:65536",
+        "redis://h:99999999",
+        "redis://h:abc",
+        "redis://h:6379/16",
+        "redis://h:6379/-1",
+        "redis://h:6379/1x",
+        "redis://h:6379/01/2",
+        "redis://h:6379/0?db=1",
+        "redis://h:6379/0#frag",
+        "redis://onlyuser@h:6379",
+        "h:6379",
+        "redis://:hunter2-secret@h:6379/99",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        int rc = pgw_redis_url_parse(bad[i], &u, err, sizeof err);
+        CHECK(rc == -1);
+        if (rc == 0)
+            fprintf(stderr, "  accepted: %s\n", bad[i]);
+        CHECK(strstr(err, "--redis-url") != NULL);
+        CHECK(strstr(err, "hunter2") == NULL);
+    }
+    CHECK(pgw_redis_url_parse(NULL, &u, err, sizeof err) == -1);
+
+    /* The constructor reports the same way and never echoes the password. */
+    struct event_base *b = event_base_new();
+    pgw_redis_tier_config c = test_config("redis://:hunter2-secret@h:6379/99");
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-url") && !strstr(err, "hunter2"));
+    event_base_free(b);
+}
+
+static void test_key(void)
+{
+    char k[128];
+    const char *arn = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/j1";
+    int n = pgw_redis_key_for_arn(arn, k, sizeof k);
+    CHECK(n == (int)strlen(k));
+    CHECK_STR(k, "pgw:v1:bij:arn:aws:personalize:us-east-1:123456789012:batch-inference-job/j1");
+    CHECK(pgw_redis_key_for_arn(arn, k, 20) == -1);
+    CHECK(pgw_redis_key_for_arn(arn, k, (size_t)n) == -1);
+    CHECK(pgw_redis_key_for_arn(arn, k, (size_t)n + 1) == n);
+}
+
+static long long pttl(redisContext *c, const char *key)
+{
+    redisReply *r = redisCommand(c, "PTTL %s", key);
+    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -100;
+    if (r)
+        freeReplyObject(r);
+    return v;
+}
+
+static int wait_ready(pgw_redis_tier *tier, int ms)
+{
+    int64_t end = now_ms() + ms;
+    while (!pgw_redis_tier_is_ready(tier) && now_ms() < end)
+        run_for(10);
+    return pgw_redis_tier_is_ready(tier);
+}
+
+/* Basic round trip, PTTL, miss, corrupted value, timeout, crash and recovery. */
+static void test_plain_server(int port, pid_t *pid)
+{
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    pgw_redis_tier_config cfg = test_config(url);
+    char err[256];
+    pgw_redis_tier *tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+    CHECK(tier != NULL);
+    if (!tier)
+        return;
+    CHECK(wait_ready(tier, 3000));
+    redisContext *rc = pgw_tr_connect(port, NULL, 0);
+    CHECK(rc != NULL);
+
+    char key[256];
+    pgw_redis_key_for_arn("arn:aws:personalize:us-east-1:123456789012:batch-inference-job/rt", key,
+                          sizeof key);
+    get_state g = do_get(tier, key);
+    CHECK(g.calls == 1 && g.result == PGW_REDIS_MISS);
+
+    /* An encoded entry, binary bytes and all, survives the round trip. */
+    const uint8_t pb[] = {0x0a, 0x02, 'j', 0x00, 0xff, 0x7f};
+    pgw_cache_entry e;
+    memset(&e, 0, sizeof e);
+    e.kind = PGW_CACHE_ENTRY_POSITIVE;
+    e.fetched_at_ms = 1000;
+    e.fresh_until_ms = 2000;
+    e.stale_until_ms = 3000;
+    e.job_pb = pb;
+    e.job_pb_len = sizeof pb;
+    size_t enc_len = 0;
+    uint8_t *enc = pgw_cache_entry_encode(&e, &enc_len);
+    CHECK(pgw_redis_tier_set(tier, key, enc, enc_len, 60000) == 0);
+    g = do_get(tier, key); /* same connection, so ordered after the SET */
+    CHECK(g.result == PGW_REDIS_HIT && g.len == enc_len && memcmp(g.value, enc, enc_len) == 0);
+    pgw_cache_entry d;
+    CHECK(pgw_cache_entry_decode(g.value, g.len, &d) == 0 && d.job_pb_len == sizeof pb);
+    free(enc);
+    long long t = pttl(rc, key);
+    CHECK(t > 58000 && t <= 60000);
+
+    /* A corrupted value is just bytes to the tier; the codec refuses it. */
+    redisReply *r = redisCommand(rc, "SET %s %b", key, "PGW1\x01garbage", (size_t)12);
+    if (r)
+        freeReplyObject(r);
+    g = do_get(tier, key);
+    CHECK(g.result == PGW_REDIS_HIT && g.len == 12);
+    CHECK(pgw_cache_entry_decode(g.value, g.len, &d) == -1);
+
+    /* A wrong-type key is an error reply: ERROR, not a crash. */
+    r = redisCommand(rc, "LPUSH pgw:v1:bij:list x");
+    if (r)
+        freeReplyObject(r);
+    g = do_get(tier, "pgw:v1:bij:list");
+    CHECK(g.result == PGW_REDIS_ERROR);
+
+    /* A stopped server: the GET answers ERROR at its timeout; the late reply is ignored. */
+    pgw_tr_signal(*pid, SIGSTOP);
+    int64_t t0 = now_ms();
+    g = do_get(tier, key);
+    CHECK(g.calls == 1 && g.result == PGW_REDIS_ERROR);
+    CHECK(g.answered_at - t0 >= cfg.command_timeout_ms - 5 &&
+          g.answered_at - t0 < cfg.command_timeout_ms + 150);
+    pgw_tr_signal(*pid, SIGCONT);
+    run_for(100);
+    CHECK(g.calls == 1);
+    pgw_redis_tier_stats st;
+    pgw_redis_tier_stats_get(tier, &st);
+    CHECK(st.timeouts == 1 && st.breaker == PGW_REDIS_BREAKER_CLOSED);
+    g = do_get(tier, key);
+    CHECK(g.result == PGW_REDIS_HIT);
+
+    /* Crash: every GET still answers within the timeout, and the breaker opens. */
+    pgw_tr_signal(*pid, SIGKILL);
+    *pid = -1;
+    redisFree(rc);
+    rc = NULL;
+    int all_error = 1, all_prompt = 1;
+    for (int i = 0; i < 10; i++) {
+        t0 = now_ms();
+        g = do_get(tier, key);
+        all_error &= g.calls == 1 && g.result == PGW_REDIS_ERROR;
+        all_prompt &= g.answered_at - t0 <= cfg.command_timeout_ms + 50;
+        run_for(5);
+    }
+    CHECK(all_error && all_prompt);
+    pgw_redis_tier_stats_get(tier, &st);
+    CHECK(st.breaker_opens >= 1);
+    CHECK(st.breaker != PGW_REDIS_BREAKER_CLOSED);
+    CHECK(pgw_redis_tier_set(tier, key, (const uint8_t *)"x", 1, 1000) == -1);
+    CHECK(pgw_redis_tier_last_error(tier)[0] != '\0');
+
+    /* Restart on the same port: the tier reconnects and, after the cool-down, hits again. */
+    *pid = pgw_tr_start(port, NULL);
+    CHECK(*pid > 0);
+    rc = pgw_tr_connect(port, NULL, 0);
+    CHECK(rc != NULL);
+    if (rc) {
+        r = redisCommand(rc, "SET %s %s", key, "back");
+        if (r)
+            freeReplyObject(r);
+    }
+    int hit = 0;
+    int64_t end = now_ms() + 5000;
+    while (!hit && now_ms() < end) {
+        g = do_get(tier, key);
+        hit = g.result == PGW_REDIS_HIT && g.len == 4 && memcmp(g.value, "back", 4) == 0;
+        if (!hit)
+            run_for(50);
+    }
+    CHECK(hit);
+    pgw_redis_tier_stats_get(tier, &st);
+    CHECK(st.breaker == PGW_REDIS_BREAKER_CLOSED && st.connects >= 2);
+    CHECK(pgw_redis_tier_set(tier, key, (const uint8_t *)"again", 5, 5000) == 0);
+    g = do_get(tier, key);
+    CHECK(g.result == PGW_REDIS_HIT && g.len == 5);
+    if (rc) {
+        t = pttl(rc, key);
+        CHECK(t > 3000 && t <= 5000);
+    }
+
+    /* Free with a command in flight: its callback is suppressed, nothing leaks (ASan). */
+    pgw_tr_signal(*pid, SIGSTOP);
+    get_state pending;
+    memset(&pending, 0, sizeof pending);
+    pgw_redis_tier_get(tier, key, get_cb, &pending);
+    pgw_redis_tier_free(tier);
+    tier = NULL;
+    run_for(150);
+    CHECK(pending.calls == 0);
+    pgw_tr_signal(*pid, SIGCONT);
+    if (rc)
+        redisFree(rc);
+
+    /* Free from inside a callback, with another GET still queued behind it. */
+    tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+    CHECK(tier && wait_ready(tier, 3000));
+    if (tier) {
+        get_state first, second;
+        memset(&first, 0, sizeof first);
+        memset(&second, 0, sizeof second);
+        first.free_me = &tier;
+        pgw_redis_tier_get(tier, key, get_cb, &first);
+        pgw_redis_tier_get(tier, key, get_cb, &second);
+        run_until(&first.done, 2000);
+        run_for(50);
+        CHECK(first.calls == 1 && first.result == PGW_REDIS_HIT && tier == NULL);
+        CHECK(second.calls == 0);
+    }
+    pgw_redis_tier_free(tier);
+}
+
+static void test_auth_server(int port)
+{
+    char url[128], err[256];
+    const char *pw = "t3st-only-pw";
+    char key[] = "pgw:v1:bij:auth-test";
+
+    snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d/3", pw, port);
+    pgw_redis_tier_config cfg = test_config(url);
+    pgw_redis_tier *tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+    CHECK(tier && wait_ready(tier, 3000));
+    CHECK(tier && pgw_redis_tier_set(tier, key, (const uint8_t *)"in-db-3", 7, 10000) == 0);
+    get_state g = do_get(tier, key);
+    CHECK(g.result == PGW_REDIS_HIT && g.len == 7);
+    redisContext *db3 = pgw_tr_connect(port, pw, 3);
+    redisContext *db0 = pgw_tr_connect(port, pw, 0);
+    CHECK(db3 && db0);
+    if (db3 && db0) {
+        redisReply *r = redisCommand(db3, "GET %s", key);
+        CHECK(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "in-db-3") == 0);
+        if (r)
+            freeReplyObject(r);
+        r = redisCommand(db0, "EXISTS %s", key);
+        CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0);
+        if (r)
+            freeReplyObject(r);
+    }
+    pgw_redis_tier_free(tier);
+
+    /* ACL-style URL with the default user, another database. */
+    snprintf(url, sizeof url, "redis://default:%s@127.0.0.1:%d/5", pw, port);
+    cfg = test_config(url);
+    tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+    CHECK(tier && wait_ready(tier, 3000));
+    g = do_get(tier, key);
+    CHECK(g.result == PGW_REDIS_MISS); /* db 5 does not have it */
+    pgw_redis_tier_free(tier);
+
+    /* Wrong password: never ready, GETs answer ERROR at once, error text has no password. */
+    snprintf(url, sizeof url, "redis://:wrong-%s@127.0.0.1:%d", pw, port);
+    cfg = test_config(url);
+    tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+    CHECK(tier != NULL);
+    run_for(300);
+    CHECK(tier && !pgw_redis_tier_is_ready(tier));
+    if (tier) {
+        CHECK(strstr(pgw_redis_tier_last_error(tier), "AUTH") != NULL);
+        CHECK(strstr(pgw_redis_tier_last_error(tier), pw) == NULL);
+        get_state sync;
+        memset(&sync, 0, sizeof sync);
+        pgw_redis_tier_get(tier, key, get_cb, &sync);
+        CHECK(sync.calls == 1 && sync.result == PGW_REDIS_ERROR); /* synchronous */
+    }
+    pgw_redis_tier_free(tier);
+
+    /* No password at all against a server that wants one: GET fails with NOAUTH -> ERROR. */
+    snprintf(url, sizeof url, "redis://localhost:%d", port); /* also exercises evdns */
+    cfg = test_config(url);
+    tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+    CHECK(tier && wait_ready(tier, 3000));
+    g = do_get(tier, key);
+    CHECK(g.result == PGW_REDIS_ERROR);
+    pgw_redis_tier_free(tier);
+    if (db3)
+        redisFree(db3);
+    if (db0)
+        redisFree(db0);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    test_url_parsing();
+    test_key();
+
+    int port = pgw_tr_free_port();
+    pid_t pid = pgw_tr_start(port, NULL);
+    if (pid == 0) {
+        printf("test_cache_redis_tier: SKIP: redis-server is not installed "
+               "(URL and key tests passed: %d failures)\n",
+               pgw_test_failures);
+        return pgw_test_failures ? 1 : 77;
+    }
+    CHECK(pid > 0);
+    base = event_base_new();
+    if (pid > 0)
+        test_plain_server(port, &pid);
+    pgw_tr_signal(pid, SIGKILL);
+
+    int port2 = pgw_tr_free_port();
+    pid_t pid2 = pgw_tr_start(port2, "t3st-only-pw");
+    CHECK(pid2 > 0);
+    if (pid2 > 0)
+        test_auth_server(port2);
+    pgw_tr_signal(pid2, SIGKILL);
+
+    event_base_free(base);
+    return pgw_test_finish("test_cache_redis_tier");
+}
