@@ -1,14 +1,15 @@
 #include "service/health.h"
 
 #include <stdatomic.h>
+#include <stddef.h>
 
 static atomic_uint flags;
 static atomic_uint_fast64_t version;
 
 void pgw_health_set(pgw_health_flag flag, int on)
 {
-    unsigned before = on ? atomic_fetch_or(&flags, (unsigned)flag)
-                         : atomic_fetch_and(&flags, ~(unsigned)flag);
+    unsigned before =
+        on ? atomic_fetch_or(&flags, (unsigned)flag) : atomic_fetch_and(&flags, ~(unsigned)flag);
     if (((before & flag) != 0) != (on != 0))
         atomic_fetch_add(&version, 1);
 }

@@ -1,28 +1,88 @@
+/* lookup: authorize -> L1 -> Redis -> coalesce -> upstream, and back through the caches.
+ *
+ * Cache values are pgw_cache_entry encodings (cache/entry.h): the packed job (or a NOT_FOUND
+ * answer) with the wall-clock times it was fetched, stays fresh until, and may answer as stale
+ * until. The same bytes go to Redis and, behind an 8-byte "serve from L1 until" prefix, to L1.
+ *
+ * Everything runs on the loop thread. A request (pgw_lookup_req) belongs to its caller until
+ * its callback runs or it is cancelled; a fetch (one upstream call, shared through
+ * singleflight) belongs to the lookup and always completes, even when every caller has left,
+ * because its answer refreshes the cache. */
 #include "service/lookup.h"
 
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
+#include "cache/entry.h"
+#include "cache/l1.h"
+#include "cache/redis_tier.h"
+#include "cache/singleflight.h"
+#include "personalize_gateway/v1/personalize_gateway.pb-c.h"
 #include "service/aws/arn.h"
 #include "service/aws/personalize.h"
 #include "service/clock.h"
 #include "service/lookup_internal.h"
 
+#define L1_PREFIX_LEN 8
+
 struct pgw_lookup {
     struct event_base *base;
     pgw_personalize *personalize;
+    pgw_l1 *l1;
+    pgw_redis_tier *redis;
+    pgw_ttl_config ttl;
+    pgw_singleflight *flights;
+    pgw_lookup_req *pending; /* every request not yet answered, for pgw_lookup_free */
+    struct fetch *fetches;   /* every fetch in flight, for pgw_lookup_free */
+    /* The request pgw_lookup_start is working on, and whether it was answered before
+     * returning (then the handle must not be returned: it is gone). */
+    pgw_lookup_req *starting;
+    int starting_answered;
+    pgw_lookup_stats stats;
 };
 
 struct pgw_lookup_req {
     pgw_lookup *lookup;
+    pgw_lookup_req *prev, *next;
     pgw_lookup_cb cb;
     void *user_data;
-    struct event *deadline_timer;
-    pgw_personalize_call *upstream;
     char arn[PGW_ARN_MAX_LEN + 1];
+    pgw_arn parsed;
+    int64_t deadline_ms;
+    int no_cache;
+    int waiting_redis;         /* a Redis GET is out: its callback still comes */
+    pgw_flight_waiter *waiter; /* while joined to a fetch */
+    struct event *deadline_timer;
+    uint8_t *stale; /* an encoded entry past its freshness, for stale-on-error */
+    size_t stale_len;
 };
+
+/* One upstream call shared by every request for the same ARN. */
+typedef struct fetch {
+    pgw_lookup *lookup;
+    struct fetch *prev, *next;
+    pgw_flight *flight;
+    pgw_personalize_call *call;
+    char arn[PGW_ARN_MAX_LEN + 1];
+} fetch;
+
+/* What a completed fetch hands every waiter (the flight result's ctx). */
+typedef struct fetch_outcome {
+    const char *aws_error_code;
+    const char *request_id;
+    int64_t fetched_at_ms;
+} fetch_outcome;
+
+static uint32_t random_u32(void)
+{
+    uint32_t r;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+        r = (uint32_t)pgw_now_mono_ms();
+    return r;
+}
 
 pgw_lookup *pgw_lookup_new(const pgw_lookup_options *options)
 {
@@ -31,96 +91,460 @@ pgw_lookup *pgw_lookup_new(const pgw_lookup_options *options)
         return NULL;
     lk->base = options->base;
     lk->personalize = options->personalize;
+    lk->l1 = options->l1;
+    lk->redis = options->redis;
+    lk->ttl = options->ttl;
+    lk->flights = pgw_singleflight_new();
+    if (!lk->flights) {
+        free(lk);
+        return NULL;
+    }
     return lk;
 }
 
+static void req_free(pgw_lookup_req *req);
+
 void pgw_lookup_free(pgw_lookup *lk)
 {
+    if (!lk)
+        return;
+    while (lk->pending) {
+        lk->pending->waiter = NULL; /* the flights go with the singleflight below */
+        lk->pending->waiting_redis = 0;
+        req_free(lk->pending);
+    }
+    while (lk->fetches) {
+        fetch *f = lk->fetches;
+        lk->fetches = f->next;
+        pgw_personalize_cancel(f->call);
+        free(f);
+    }
+    pgw_singleflight_free(lk->flights);
     free(lk);
 }
 
+void pgw_lookup_get_stats(const pgw_lookup *lk, pgw_lookup_stats *out)
+{
+    *out = lk->stats;
+}
+
+/* --- requests --- */
+
 static void req_free(pgw_lookup_req *req)
 {
-    if (req->upstream)
-        pgw_personalize_cancel(req->upstream);
+    pgw_lookup *lk = req->lookup;
+    if (req->waiter)
+        pgw_singleflight_leave(req->waiter);
     if (req->deadline_timer)
         event_free(req->deadline_timer);
+    free(req->stale);
+    if (req->prev)
+        req->prev->next = req->next;
+    else
+        lk->pending = req->next;
+    if (req->next)
+        req->next->prev = req->prev;
     free(req);
 }
 
-static void answer_error(pgw_lookup_cb cb, void *user_data, pgw_code code, const char *message)
+/* Answers a request and frees it — unless a Redis GET is still out, whose callback then frees
+ * it (req->cb cleared marks it answered). */
+static void req_finish(pgw_lookup_req *req, const pgw_lookup_result *r)
+{
+    pgw_lookup_cb cb = req->cb;
+    void *user_data = req->user_data;
+    req->cb = NULL;
+    if (req->lookup->starting == req)
+        req->lookup->starting_answered = 1;
+    if (req->waiting_redis) {
+        if (req->deadline_timer)
+            event_del(req->deadline_timer);
+    } else {
+        req_free(req);
+    }
+    if (cb)
+        cb(r, user_data);
+}
+
+static void finish_error(pgw_lookup_req *req, pgw_code code, const char *message)
 {
     pgw_lookup_result r = {.code = code, .message = message};
-    cb(&r, user_data);
+    req_finish(req, &r);
+}
+
+/* Answers from an encoded cache entry. Returns 0, or -1 if the bytes do not decode. */
+static int answer_from_entry(pgw_lookup_req *req, const uint8_t *bytes, size_t len,
+                             pgw_cache_source source)
+{
+    pgw_cache_entry e;
+    if (pgw_cache_entry_decode(bytes, len, &e) != 0)
+        return -1;
+    int64_t now = pgw_now_wall_ms();
+    pgw_lookup_result r = {
+        .source = source,
+        .age_s = now > e.fetched_at_ms ? (now - e.fetched_at_ms) / 1000 : 0,
+    };
+    char message[1400];
+    if (e.kind == PGW_CACHE_ENTRY_POSITIVE) {
+        r.code = PGW_OK;
+        r.message = "OK";
+        r.job_pb = e.job_pb;
+        r.job_pb_len = e.job_pb_len;
+    } else {
+        r.code = PGW_NOT_FOUND;
+        snprintf(message, sizeof(message), "AWS Personalize: %s: %s (request id %s, cached)",
+                 e.error_code, e.message, e.request_id[0] ? e.request_id : "none");
+        r.message = message;
+        r.aws_error_code = e.error_code;
+        r.aws_request_id = e.request_id[0] ? e.request_id : NULL;
+    }
+    req_finish(req, &r);
+    return 0;
+}
+
+/* Serves the stale copy a failed fetch left us with, if any. Returns 1 if answered. */
+static int answer_stale(pgw_lookup_req *req)
+{
+    if (!req->stale)
+        return 0;
+    pgw_cache_entry e;
+    if (pgw_cache_entry_decode(req->stale, req->stale_len, &e) != 0 ||
+        e.kind != PGW_CACHE_ENTRY_POSITIVE ||
+        !pgw_cache_entry_is_stale_usable(&e, pgw_now_wall_ms()))
+        return 0;
+    req->lookup->stats.stale_served++;
+    uint8_t *bytes = req->stale;
+    size_t len = req->stale_len;
+    req->stale = NULL; /* answer_from_entry frees req; keep the bytes alive through it */
+    int rc = answer_from_entry(req, bytes, len, PGW_SOURCE_STALE);
+    free(bytes);
+    return rc == 0;
+}
+
+static void keep_stale(pgw_lookup_req *req, const uint8_t *bytes, size_t len)
+{
+    if (req->no_cache) /* the caller asked for a fresh answer: stale would mislead */
+        return;
+    uint8_t *copy = malloc(len);
+    if (!copy)
+        return;
+    memcpy(copy, bytes, len);
+    free(req->stale);
+    req->stale = copy;
+    req->stale_len = len;
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     pgw_lookup_req *req = arg;
-    answer_error(req->cb, req->user_data, PGW_DEADLINE_EXCEEDED,
-                 "deadline exceeded before AWS Personalize answered");
-    req_free(req);
+    if (answer_stale(req))
+        return;
+    finish_error(req, PGW_DEADLINE_EXCEEDED, "deadline exceeded before AWS Personalize answered");
 }
 
-static void on_upstream(const pgw_personalize_result *r, void *user_data)
+/* --- cache writes --- */
+
+static void l1_store(pgw_lookup *lk, const char *arn, const uint8_t *entry, size_t len,
+                     int64_t fresh_until_wall, int64_t stale_until_wall)
 {
-    pgw_lookup_req *req = user_data;
-    req->upstream = NULL; /* finished: the client frees it */
-    pgw_lookup_result out = {
-        .code = r->code,
-        .message = r->message,
+    if (!lk->l1)
+        return;
+    int64_t now_wall = pgw_now_wall_ms(), now_mono = pgw_now_mono_ms();
+    /* With Redis, L1 serves only briefly so replicas converge on what Redis holds. */
+    int64_t serve_for = lk->redis ? pgw_ttl_l1_ms(&lk->ttl, fresh_until_wall, now_wall)
+                                  : fresh_until_wall - now_wall;
+    int64_t keep_for = stale_until_wall - now_wall;
+    if (keep_for <= 0)
+        return;
+    uint8_t *buf = malloc(L1_PREFIX_LEN + len);
+    if (!buf)
+        return;
+    int64_t serve_until = now_mono + (serve_for > 0 ? serve_for : 0);
+    memcpy(buf, &serve_until, L1_PREFIX_LEN);
+    memcpy(buf + L1_PREFIX_LEN, entry, len);
+    pgw_l1_put(lk->l1, arn, buf, L1_PREFIX_LEN + len, now_mono + keep_for, now_mono);
+    free(buf);
+}
+
+/* Writes an upstream answer to both tiers. `job` is NULL for a NOT_FOUND answer. */
+static void cache_store(pgw_lookup *lk, const char *arn, const pgw_personalize_result *r)
+{
+    int negative = r->code == PGW_NOT_FOUND;
+    if (negative && lk->ttl.negative_ttl_ms <= 0)
+        return;
+    pgw_ttl_plan plan;
+    pgw_ttl_plan_entry(&lk->ttl, negative ? NULL : r->job->status, negative, pgw_now_wall_ms(),
+                       random_u32(), &plan);
+    pgw_cache_entry e = {
+        .kind = negative ? PGW_CACHE_ENTRY_NEGATIVE : PGW_CACHE_ENTRY_POSITIVE,
+        .fetched_at_ms = plan.fetched_at_ms,
+        .fresh_until_ms = plan.fresh_until_ms,
+        .stale_until_ms = plan.stale_until_ms,
         .job_pb = r->job_pb,
         .job_pb_len = r->job_pb_len,
-        .source = r->code == PGW_OK ? PGW_SOURCE_UPSTREAM : PGW_SOURCE_NONE,
-        .aws_error_code = r->aws_error_code,
-        .aws_request_id = r->request_id,
     };
-    req->cb(&out, req->user_data);
-    req_free(req);
+    if (negative) {
+        snprintf(e.error_code, sizeof(e.error_code), "%s",
+                 r->aws_error_code ? r->aws_error_code : "");
+        snprintf(e.message, sizeof(e.message), "%s", r->message);
+        snprintf(e.request_id, sizeof(e.request_id), "%s", r->request_id ? r->request_id : "");
+    }
+    size_t len;
+    uint8_t *bytes = pgw_cache_entry_encode(&e, &len);
+    if (!bytes)
+        return;
+    l1_store(lk, arn, bytes, len, plan.fresh_until_ms, plan.stale_until_ms);
+    if (lk->redis) {
+        char key[PGW_ARN_MAX_LEN + 32];
+        if (pgw_redis_key_for_arn(arn, key, sizeof(key)) > 0)
+            pgw_redis_tier_set(lk->redis, key, bytes, len, plan.redis_ttl_ms);
+    }
+    free(bytes);
 }
+
+/* --- upstream, coalesced --- */
+
+static void on_fetched(const pgw_personalize_result *r, void *user_data)
+{
+    fetch *f = user_data;
+    pgw_lookup *lk = f->lookup;
+    if (r->code == PGW_OK || r->code == PGW_NOT_FOUND)
+        cache_store(lk, f->arn, r);
+    fetch_outcome out = {
+        .aws_error_code = r->aws_error_code,
+        .request_id = r->request_id,
+        .fetched_at_ms = pgw_now_wall_ms(),
+    };
+    pgw_flight_result fr = {
+        .code = r->code,
+        .message = r->message,
+        .data = r->job_pb,
+        .data_len = r->job_pb_len,
+        .ctx = &out,
+    };
+    pgw_flight *flight = f->flight;
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        lk->fetches = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    free(f); /* the personalize call frees itself after this callback */
+    pgw_singleflight_complete(lk->flights, flight, &fr);
+}
+
+static void join_fetch(pgw_lookup_req *req);
+
+static void on_flight_done(const pgw_flight_result *fr, void *user_data)
+{
+    pgw_lookup_req *req = user_data;
+    req->waiter = NULL;
+    const fetch_outcome *out = fr->ctx;
+    pgw_code code = (pgw_code)fr->code;
+    if (code == PGW_DEADLINE_EXCEEDED && req->deadline_ms > pgw_now_mono_ms() + 10) {
+        /* The fetch ran out of the time of the caller that started it; this caller still has
+         * time of its own: fetch again. */
+        join_fetch(req);
+        return;
+    }
+    if ((code == PGW_UNAVAILABLE || code == PGW_INTERNAL || code == PGW_DEADLINE_EXCEEDED) &&
+        answer_stale(req))
+        return;
+    pgw_lookup_result r = {
+        .code = code,
+        .message = fr->message ? fr->message : pgw_code_name(code),
+        .job_pb = fr->data,
+        .job_pb_len = fr->data_len,
+        .source = code == PGW_OK ? PGW_SOURCE_UPSTREAM : PGW_SOURCE_NONE,
+        .aws_error_code = out ? out->aws_error_code : NULL,
+        .aws_request_id = out ? out->request_id : NULL,
+    };
+    req_finish(req, &r);
+}
+
+static void join_fetch(pgw_lookup_req *req)
+{
+    pgw_lookup *lk = req->lookup;
+    int leader = 0;
+    pgw_flight *flight =
+        pgw_singleflight_join(lk->flights, req->arn, on_flight_done, req, &leader, &req->waiter);
+    if (!flight) {
+        finish_error(req, PGW_INTERNAL, "out of memory");
+        return;
+    }
+    if (!leader) {
+        lk->stats.coalesced_waiters++;
+        return;
+    }
+    fetch *f = calloc(1, sizeof(*f));
+    if (f) {
+        f->lookup = lk;
+        f->flight = flight;
+        memcpy(f->arn, req->arn, sizeof(f->arn));
+        f->call = pgw_personalize_describe(lk->personalize, req->arn, &req->parsed,
+                                           req->deadline_ms, on_fetched, f);
+    }
+    if (!f || !f->call) {
+        free(f);
+        pgw_flight_result fr = {.code = PGW_INTERNAL, .message = "out of memory"};
+        pgw_singleflight_complete(lk->flights, flight, &fr);
+        return;
+    }
+    f->next = lk->fetches;
+    if (f->next)
+        f->next->prev = f;
+    lk->fetches = f;
+    lk->stats.upstream_fetches++;
+}
+
+/* --- the tiers --- */
+
+static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, void *user_data)
+{
+    pgw_lookup_req *req = user_data;
+    pgw_lookup *lk = req->lookup;
+    req->waiting_redis = 0;
+    if (!req->cb) { /* answered (deadline, stale) or cancelled meanwhile */
+        req_free(req);
+        return;
+    }
+    if (result == PGW_REDIS_HIT) {
+        pgw_cache_entry e;
+        if (pgw_cache_entry_decode(value, len, &e) == 0) {
+            int64_t now = pgw_now_wall_ms();
+            if (pgw_cache_entry_is_fresh(&e, now)) {
+                lk->stats.redis_hits++;
+                l1_store(lk, req->arn, value, len, e.fresh_until_ms, e.stale_until_ms);
+                answer_from_entry(req, value, len, PGW_SOURCE_REDIS);
+                return;
+            }
+            if (e.kind == PGW_CACHE_ENTRY_POSITIVE && pgw_cache_entry_is_stale_usable(&e, now))
+                keep_stale(req, value, len);
+        }
+        /* A value that does not decode (corrupt, foreign, older format) is a miss. */
+        lk->stats.redis_misses++;
+    } else if (result == PGW_REDIS_MISS) {
+        lk->stats.redis_misses++;
+    } else {
+        lk->stats.redis_errors++;
+    }
+    join_fetch(req);
+}
+
+/* Looks in L1. Returns 1 if the request was answered from it. */
+static int try_l1(pgw_lookup_req *req)
+{
+    pgw_lookup *lk = req->lookup;
+    if (!lk->l1)
+        return 0;
+    size_t len = 0;
+    int64_t now = pgw_now_mono_ms();
+    const uint8_t *v = pgw_l1_get(lk->l1, req->arn, now, &len);
+    if (v && len > L1_PREFIX_LEN) {
+        int64_t serve_until;
+        memcpy(&serve_until, v, L1_PREFIX_LEN);
+        pgw_cache_entry e;
+        if (pgw_cache_entry_decode(v + L1_PREFIX_LEN, len - L1_PREFIX_LEN, &e) == 0) {
+            if (now < serve_until && pgw_cache_entry_is_fresh(&e, pgw_now_wall_ms())) {
+                lk->stats.l1_hits++;
+                /* Copy: the L1 buffer is only borrowed and answering may touch L1. */
+                uint8_t *copy = malloc(len - L1_PREFIX_LEN);
+                if (copy) {
+                    memcpy(copy, v + L1_PREFIX_LEN, len - L1_PREFIX_LEN);
+                    answer_from_entry(req, copy, len - L1_PREFIX_LEN, PGW_SOURCE_L1);
+                    free(copy);
+                    return 1;
+                }
+            } else if (e.kind == PGW_CACHE_ENTRY_POSITIVE) {
+                keep_stale(req, v + L1_PREFIX_LEN, len - L1_PREFIX_LEN);
+            }
+        }
+    }
+    lk->stats.l1_misses++;
+    return 0;
+}
+
+static void start_tiers(pgw_lookup_req *req);
 
 pgw_lookup_req *pgw_lookup_start(pgw_lookup *lk, const pgw_lookup_params *params, pgw_lookup_cb cb,
                                  void *user_data)
 {
+    lk->stats.requests++;
     pgw_arn parsed;
     char err[300];
     if (pgw_arn_parse(params->arn, params->arn_len, &parsed, err, sizeof(err)) != 0) {
-        answer_error(cb, user_data, PGW_INVALID_ARGUMENT, err);
-        return NULL;
-    }
-    if (params->deadline_ms && params->deadline_ms <= pgw_now_mono_ms()) {
-        answer_error(cb, user_data, PGW_DEADLINE_EXCEEDED, "deadline already exceeded");
+        lk->stats.invalid_arguments++;
+        pgw_lookup_result r = {.code = PGW_INVALID_ARGUMENT, .message = err};
+        cb(&r, user_data);
         return NULL;
     }
     pgw_lookup_req *req = calloc(1, sizeof(*req));
     if (!req) {
-        answer_error(cb, user_data, PGW_INTERNAL, "out of memory");
+        pgw_lookup_result r = {.code = PGW_INTERNAL, .message = "out of memory"};
+        cb(&r, user_data);
         return NULL;
     }
     req->lookup = lk;
     req->cb = cb;
     req->user_data = user_data;
     memcpy(req->arn, params->arn, params->arn_len);
-    req->arn[params->arn_len] = '\0';
-    if (params->deadline_ms) {
-        int64_t left = params->deadline_ms - pgw_now_mono_ms();
+    req->parsed = parsed;
+    req->deadline_ms = params->deadline_ms;
+    req->no_cache = params->no_cache;
+    req->next = lk->pending;
+    if (req->next)
+        req->next->prev = req;
+    lk->pending = req;
+
+    lk->starting = req;
+    lk->starting_answered = 0;
+    start_tiers(req);
+    int answered = lk->starting_answered;
+    lk->starting = NULL;
+    return answered ? NULL : req;
+}
+
+/* L1, then Redis, then the coalesced upstream fetch; stops at the first that answers. */
+static void start_tiers(pgw_lookup_req *req)
+{
+    pgw_lookup *lk = req->lookup;
+    if (!req->no_cache && try_l1(req))
+        return;
+    if (req->deadline_ms) {
+        int64_t left = req->deadline_ms - pgw_now_mono_ms();
+        if (left <= 0) {
+            finish_error(req, PGW_DEADLINE_EXCEEDED, "deadline already exceeded");
+            return;
+        }
         req->deadline_timer = evtimer_new(lk->base, on_deadline, req);
         struct timeval tv = {left / 1000, (left % 1000) * 1000};
         if (req->deadline_timer)
             evtimer_add(req->deadline_timer, &tv);
     }
-    req->upstream = pgw_personalize_describe(lk->personalize, req->arn, &parsed,
-                                             params->deadline_ms, on_upstream, req);
-    if (!req->upstream) {
-        req_free(req);
-        answer_error(cb, user_data, PGW_INTERNAL, "out of memory");
-        return NULL;
+    if (!req->no_cache && lk->redis) {
+        char key[PGW_ARN_MAX_LEN + 32];
+        if (pgw_redis_key_for_arn(req->arn, key, sizeof(key)) > 0) {
+            req->waiting_redis = 1;
+            pgw_redis_tier_get(lk->redis, key, on_redis, req); /* may call back right here */
+            return;
+        }
     }
-    return req;
+    join_fetch(req);
 }
 
 void pgw_lookup_cancel(pgw_lookup_req *req)
 {
-    if (req)
-        req_free(req);
+    if (!req)
+        return;
+    req->cb = NULL;
+    if (req->waiting_redis) { /* on_redis frees it */
+        if (req->deadline_timer)
+            event_del(req->deadline_timer);
+        if (req->waiter) {
+            pgw_singleflight_leave(req->waiter);
+            req->waiter = NULL;
+        }
+        return;
+    }
+    req_free(req);
 }

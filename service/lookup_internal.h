@@ -1,19 +1,42 @@
-/* lookup's construction, for main and tests (frontends only need lookup.h). */
+/* lookup's construction and counters, for main, the metrics endpoint and tests (frontends
+ * only need lookup.h). */
 #ifndef PGW_LOOKUP_INTERNAL_H
 #define PGW_LOOKUP_INTERNAL_H
 
+#include <stdint.h>
+
+#include "cache/ttl.h"
 #include "service/lookup.h"
 
 struct event_base;
 struct pgw_personalize;
+struct pgw_l1;
+struct pgw_redis_tier;
 
 typedef struct pgw_lookup_options {
     struct event_base *base;
-    struct pgw_personalize *personalize;
+    struct pgw_personalize *personalize; /* borrowed */
+    struct pgw_l1 *l1;                   /* borrowed; NULL = no in-process tier */
+    struct pgw_redis_tier *redis;        /* borrowed; NULL = no Redis tier */
+    pgw_ttl_config ttl;
 } pgw_lookup_options;
 
 /* Creates the lookup over borrowed parts (they must outlive it). Loop thread. */
 pgw_lookup *pgw_lookup_new(const pgw_lookup_options *options);
+
+/* Frees the lookup. Requests still pending are dropped without callbacks. */
 void pgw_lookup_free(pgw_lookup *lookup);
+
+typedef struct pgw_lookup_stats {
+    uint64_t requests;
+    uint64_t l1_hits, l1_misses;
+    uint64_t redis_hits, redis_misses, redis_errors;
+    uint64_t coalesced_waiters; /* requests that joined a fetch already in flight */
+    uint64_t upstream_fetches;  /* fetches started (each one upstream call, with retries) */
+    uint64_t stale_served;
+    uint64_t invalid_arguments;
+} pgw_lookup_stats;
+
+void pgw_lookup_get_stats(const pgw_lookup *lookup, pgw_lookup_stats *out);
 
 #endif

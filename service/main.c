@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/l1.h"
+#include "cache/redis_tier.h"
+#include "cache/ttl.h"
 #include "service/aws/credentials.h"
 #include "service/aws/http_client.h"
 #include "service/aws/personalize.h"
@@ -25,6 +28,8 @@ typedef struct gateway {
     pgw_http_client *http;
     pgw_credentials_provider *credentials;
     pgw_personalize *personalize;
+    pgw_l1 *l1;
+    pgw_redis_tier *redis;
     pgw_lookup *lookup;
     pgw_grpc_server *grpc;
 } gateway;
@@ -36,6 +41,43 @@ static pgw_credentials_provider *make_credentials(void)
         return p;
     return pgw_credentials_provider_none_new(
         "no credentials source is configured (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)");
+}
+
+static void ttl_config_from_flags(const pgw_config *cfg, pgw_ttl_config *ttl)
+{
+    pgw_ttl_config_defaults(ttl);
+    ttl->terminal_ttl_ms = (int64_t)cfg->cache_ttl_terminal_s * 1000;
+    ttl->running_ttl_ms = (int64_t)cfg->cache_ttl_running_s * 1000;
+    ttl->negative_ttl_ms = (int64_t)cfg->cache_ttl_not_found_s * 1000;
+    ttl->stale_window_ms = (int64_t)cfg->cache_stale_s * 1000;
+    ttl->jitter_pct = (uint32_t)cfg->cache_jitter_pct;
+    ttl->l1_ttl_ms = cfg->l1_ttl_ms;
+}
+
+/* The in-process tier (unless --l1-max-entries 0) and, with --redis-url, the Redis tier. */
+static int build_cache(gateway *g, struct event_base *base, char *err, size_t err_len)
+{
+    pgw_l1_config l1cfg;
+    pgw_l1_config_defaults(&l1cfg);
+    l1cfg.max_entries = (size_t)g->cfg.l1_max_entries;
+    l1cfg.max_bytes = (size_t)g->cfg.l1_max_bytes;
+    if (l1cfg.max_entries > 0 && l1cfg.max_bytes > 0) {
+        g->l1 = pgw_l1_new(&l1cfg);
+        if (!g->l1) {
+            snprintf(err, err_len, "cannot create the in-process cache");
+            return -1;
+        }
+    }
+    if (g->cfg.redis_url) {
+        pgw_redis_tier_config rcfg;
+        pgw_redis_tier_config_defaults(&rcfg);
+        rcfg.url = g->cfg.redis_url;
+        rcfg.command_timeout_ms = g->cfg.redis_timeout_ms;
+        g->redis = pgw_redis_tier_new(base, &rcfg, err, err_len);
+        if (!g->redis)
+            return -1;
+    }
+    return 0;
 }
 
 static int build(gateway *g, char *err, size_t err_len)
@@ -60,12 +102,22 @@ static int build(gateway *g, char *err, size_t err_len)
     };
     if (g->http && g->credentials)
         g->personalize = pgw_personalize_new(base, g->http, g->credentials, &popts);
-    if (g->personalize) {
-        pgw_lookup_options lopts = {.base = base, .personalize = g->personalize};
-        g->lookup = pgw_lookup_new(&lopts);
-    }
-    if (!g->lookup) {
+    if (!g->personalize) {
         snprintf(err, err_len, "cannot create the upstream client");
+        return -1;
+    }
+    if (build_cache(g, base, err, err_len) != 0)
+        return -1;
+    pgw_lookup_options lopts = {
+        .base = base,
+        .personalize = g->personalize,
+        .l1 = g->l1,
+        .redis = g->redis,
+    };
+    ttl_config_from_flags(&g->cfg, &lopts.ttl);
+    g->lookup = pgw_lookup_new(&lopts);
+    if (!g->lookup) {
+        snprintf(err, err_len, "cannot create the lookup");
         return -1;
     }
     pgw_grpc_server_options gopts = {
@@ -84,10 +136,14 @@ static void release_loop_parts(void *arg)
 {
     gateway *g = arg;
     pgw_lookup_free(g->lookup);
+    pgw_redis_tier_free(g->redis);
+    pgw_l1_free(g->l1);
     pgw_personalize_free(g->personalize);
     pgw_credentials_provider_free(g->credentials);
     pgw_http_client_free(g->http);
     g->lookup = NULL;
+    g->redis = NULL;
+    g->l1 = NULL;
     g->personalize = NULL;
     g->credentials = NULL;
     g->http = NULL;
