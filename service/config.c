@@ -46,6 +46,12 @@ static const opt_def options[] = {
     INT_OPT(shutdown_grace_ms, "10000", 0, 600000,
             "on SIGTERM/SIGINT, time in-flight calls get to finish"),
     STR_OPT(log_level, OPT_LEVEL, "info", "minimum log level: debug, info, warn, error"),
+    INT_OPT(http_max_header_bytes, "16384", 1024, 1048576,
+            "largest HTTP request line + headers accepted, in bytes (larger: 400)"),
+    INT_OPT(http_max_body_bytes, "65536", 1024, 16777216,
+            "largest HTTP request body accepted, in bytes (larger: 413)"),
+    INT_OPT(http_request_timeout_ms, "30000", 100, 600000,
+            "HTTP inactivity limit (slow clients, idle keep-alive) and deadline of an HTTP call"),
     INT_OPT(upstream_timeout_ms, "10000", 100, 600000,
             "timeout of one upstream attempt (also bounded by the caller's deadline)"),
     INT_OPT(upstream_connect_timeout_ms, "3000", 100, 60000, "upstream connect timeout"),
@@ -53,6 +59,9 @@ static const opt_def options[] = {
             "attempts per upstream call (AWS standard retry mode)"),
     STR_OPT(upstream_ca_file, OPT_STRING, NULL,
             "PEM CA bundle for https upstream endpoints (default: the system's)"),
+    INT_OPT(credentials_refresh_window_s, "900", 1, 86400,
+            "refresh temporary AWS credentials this long before they expire (at most half "
+            "their lifetime ahead)"),
     STR_OPT(redis_url, OPT_URL, NULL,
             "redis://[:password@]host:port[/db]; unset: in-process cache only"),
     INT_OPT(redis_timeout_ms, "50", 1, 10000, "Redis command timeout; slower means a miss"),
@@ -68,6 +77,34 @@ static const opt_def options[] = {
     INT_OPT(l1_max_bytes, "67108864", 0, INT_MAX, "in-process cache size bound in bytes"),
     INT_OPT(l1_ttl_ms, "1000", 0, 3600000,
             "in-process cache TTL when Redis is configured (without Redis the status TTLs apply)"),
+    STR_OPT(tls_cert, OPT_STRING, NULL,
+            "PEM certificate chain: serve gRPC over TLS (with --tls-key)"),
+    STR_OPT(tls_key, OPT_STRING, NULL, "PEM private key of --tls-cert"),
+    STR_OPT(tls_client_ca, OPT_STRING, NULL,
+            "PEM CA bundle: mutual TLS; callers must present a certificate it signed, whose "
+            "URI SAN (SPIFFE ID), else DNS SAN, else CN is their identity"),
+    STR_OPT(identity_header, OPT_STRING, NULL,
+            "plain-text mode: request header carrying the caller identity; ONLY safe behind a "
+            "sidecar that terminates mTLS and always sets it"),
+    INT_OPT(require_identity, "0", 0, 1,
+            "1: calls without a caller identity get UNAUTHENTICATED (implied by --tls-client-ca)"),
+    STR_OPT(policy_file, OPT_STRING, NULL,
+            "authorization policy (JSON, see docs/security.md): default deny; reloaded on SIGHUP "
+            "and when the file changes"),
+    INT_OPT(policy_poll_ms, "1000", 100, 3600000, "how often the policy file is checked"),
+    INT_OPT(rate_limit_per_caller, "0", 0, 1000000,
+            "requests per second per caller identity (0: no limit); over it: RESOURCE_EXHAUSTED"),
+    INT_OPT(rate_limit_per_caller_burst, "0", 0, 1000000,
+            "per-caller bucket size (0: the per-second rate)"),
+    INT_OPT(upstream_rate_limit, "0", 0, 1000000,
+            "upstream calls per second for the whole gateway (0: no limit); cache hits are free"),
+    INT_OPT(upstream_rate_limit_burst, "0", 0, 1000000,
+            "upstream bucket size (0: the per-second rate)"),
+    INT_OPT(upstream_rate_limit_max_wait_ms, "1000", 0, 60000,
+            "longest a cache miss waits for an upstream token before UNAVAILABLE"),
+    STR_OPT(audit_log, OPT_STRING, "auto",
+            "one JSON audit line per call: on, off, or auto (on when authentication or a policy "
+            "is configured)"),
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -231,6 +268,74 @@ static int load_endpoint_override(pgw_config *cfg, char *err, size_t err_len)
     return 0;
 }
 
+/* An empty string means unset. */
+static void unset_if_empty(char **slot)
+{
+    if (*slot && !**slot) {
+        free(*slot);
+        *slot = NULL;
+    }
+}
+
+/* The settings of "who may call" that only make sense together. */
+static int check_auth(pgw_config *cfg, char *err, size_t err_len)
+{
+    unset_if_empty(&cfg->tls_cert);
+    unset_if_empty(&cfg->tls_key);
+    unset_if_empty(&cfg->tls_client_ca);
+    unset_if_empty(&cfg->identity_header);
+    unset_if_empty(&cfg->policy_file);
+    if (!cfg->tls_cert != !cfg->tls_key) {
+        snprintf(err, err_len, "%s: needs %s too", cfg->tls_cert ? "--tls-cert" : "--tls-key",
+                 cfg->tls_cert ? "--tls-key" : "--tls-cert");
+        return -1;
+    }
+    if (cfg->tls_client_ca && !cfg->tls_cert) {
+        snprintf(err, err_len, "--tls-client-ca: needs --tls-cert and --tls-key");
+        return -1;
+    }
+    if (cfg->tls_client_ca && cfg->identity_header) {
+        /* Two sources of identity would let a header override a verified certificate. */
+        snprintf(err, err_len,
+                 "--identity-header: not allowed with --tls-client-ca (the certificate is the "
+                 "identity)");
+        return -1;
+    }
+    if (cfg->identity_header) {
+        /* gRPC metadata keys and HTTP/2 header names are lowercase; pseudo-headers and grpc-*
+         * are the transport's own. */
+        for (char *p = cfg->identity_header; *p; p++) {
+            *p = (char)tolower((unsigned char)*p);
+            if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.') {
+                snprintf(err, err_len, "--identity-header: not a valid header name");
+                return -1;
+            }
+        }
+        if (strncmp(cfg->identity_header, "grpc-", 5) == 0) {
+            snprintf(err, err_len, "--identity-header: grpc-* headers are reserved");
+            return -1;
+        }
+    }
+    if (cfg->require_identity && !cfg->tls_client_ca && !cfg->identity_header) {
+        snprintf(err, err_len, "--require-identity: needs --tls-client-ca or --identity-header");
+        return -1;
+    }
+    if (cfg->tls_client_ca)
+        cfg->require_identity = 1;
+    if (strcmp(cfg->audit_log, "on") == 0)
+        cfg->audit_enabled = 1;
+    else if (strcmp(cfg->audit_log, "off") == 0)
+        cfg->audit_enabled = 0;
+    else if (strcmp(cfg->audit_log, "auto") == 0)
+        cfg->audit_enabled = cfg->tls_client_ca || cfg->identity_header || cfg->policy_file;
+    else {
+        snprintf(err, err_len, "--audit-log: \"%.16s\" is not one of on, off, auto",
+                 cfg->audit_log);
+        return -1;
+    }
+    return 0;
+}
+
 pgw_config_result pgw_config_load(pgw_config *cfg, int argc, char **argv, char *err, size_t err_len)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -279,6 +384,8 @@ pgw_config_result pgw_config_load(pgw_config *cfg, int argc, char **argv, char *
         goto fail;
     }
     if (load_endpoint_override(cfg, err, err_len) != 0)
+        goto fail;
+    if (check_auth(cfg, err, err_len) != 0)
         goto fail;
     return PGW_CONFIG_OK;
 fail:

@@ -15,12 +15,16 @@ typedef struct pgw_config {
     int grpc_max_recv_bytes;
     int shutdown_grace_ms;
     char *log_level;
+    int http_max_header_bytes;   /* request line + headers */
+    int http_max_body_bytes;     /* request body */
+    int http_request_timeout_ms; /* read/write inactivity, idle keep-alive, lookup deadline */
 
     /* upstream */
     int upstream_timeout_ms; /* per attempt, further bounded by the caller's deadline */
     int upstream_connect_timeout_ms;
     int upstream_max_attempts;
     char *upstream_ca_file; /* extra CA bundle for https endpoints, or NULL for the system's */
+    int credentials_refresh_window_s; /* refresh temporary credentials this long ahead */
 
     /* cache */
     char *redis_url; /* NULL: in-process cache only */
@@ -33,6 +37,22 @@ typedef struct pgw_config {
     int l1_max_entries;
     int l1_max_bytes;
     int l1_ttl_ms;
+
+    /* who may call (docs/security.md); every string NULL when unset */
+    char *tls_cert;        /* PEM certificate chain: serve gRPC over TLS */
+    char *tls_key;         /* PEM private key of tls_cert */
+    char *tls_client_ca;   /* PEM CA bundle: mutual TLS, client certificates verified */
+    char *identity_header; /* plain text: trusted header naming the caller (lowercase) */
+    int require_identity;  /* calls without an identity -> UNAUTHENTICATED (always with mTLS) */
+    char *policy_file;     /* authorization policy (JSON); NULL: every caller may read all */
+    int policy_poll_ms;    /* how often the policy file is checked for changes */
+    int rate_limit_per_caller; /* requests/s per caller identity; 0 = off */
+    int rate_limit_per_caller_burst;
+    int upstream_rate_limit; /* upstream calls/s for the whole gateway; 0 = off */
+    int upstream_rate_limit_burst;
+    int upstream_rate_limit_max_wait_ms;
+    char *audit_log; /* "on", "off" or "auto" (on when authentication or a policy is set) */
+    int audit_enabled; /* audit_log resolved */
 
     /* AWS endpoint override, from AWS_ENDPOINT_URL_PERSONALIZE or AWS_ENDPOINT_URL (NULL:
      * derived from each ARN's partition and region). */

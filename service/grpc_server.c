@@ -4,17 +4,29 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "grpc/health/v1/health.pb-c.h"
 #include "personalize_gateway/v1/personalize_gateway.pb-c.h"
+#include "service/audit.h"
 #include "service/clock.h"
+#include "service/health.h"
+#include "service/identity.h"
 #include "service/log.h"
+#include "service/metrics.h"
 
-#define DESCRIBE_METHOD "/personalize_gateway.v1.PersonalizeGateway/DescribeBatchInferenceJob"
+#define SERVICE_NAME    "personalize_gateway.v1.PersonalizeGateway"
+#define DESCRIBE_METHOD "/" SERVICE_NAME "/DescribeBatchInferenceJob"
+#define HEALTH_CHECK    "/grpc.health.v1.Health/Check"
+#define HEALTH_WATCH    "/grpc.health.v1.Health/Watch"
+/* How often open Health/Watch streams look for a change of readiness. */
+#define WATCH_POLL_MS 200
 /* Requests kept posted per thread so a burst of calls finds one ready. */
 #define POSTED_PER_THREAD 64
 #define GENERIC_POSTED    4
@@ -22,6 +34,9 @@
 typedef enum tag_kind {
     TAG_NEW_DESCRIBE, /* a DescribeBatchInferenceJob call arrived */
     TAG_NEW_GENERIC,  /* a call for a method we do not serve */
+    TAG_NEW_CHECK,    /* grpc.health.v1.Health/Check */
+    TAG_NEW_WATCH,    /* grpc.health.v1.Health/Watch (server streaming) */
+    TAG_WATCH_SEND,   /* one Watch update (or its final status) was sent */
     TAG_CLOSE,        /* RECV_CLOSE_ON_SERVER done: the call ended or was cancelled */
     TAG_SEND,         /* the answer batch is done */
     TAG_SHUTDOWN,     /* grpc_server_shutdown_and_notify finished */
@@ -57,6 +72,9 @@ struct rpc {
     int no_cache;
     int64_t deadline_ms;
     int64_t started_ms;
+    /* the caller, taken on the CQ thread from its certificate or the trusted header */
+    char identity[PGW_IDENTITY_MAX_LEN + 1];
+    int has_identity;
 
     /* what the answer batch references, released when the rpc is freed */
     grpc_byte_buffer *response;
@@ -64,13 +82,24 @@ struct rpc {
     size_t n_out_md;
     grpc_slice status_details;
     int has_status_details;
+
+    /* Health/Watch streams only; guarded by the server's watch_mu */
+    rpc_tag watch_send_tag;
+    rpc *watch_next;
+    int watch_service_known;
+    int watch_last_status; /* -1 before the first update */
+    int watch_sending;
+    int watch_finished; /* the final status went out */
+    grpc_byte_buffer *watch_message;
 };
 
 struct pgw_grpc_server {
     pgw_grpc_server_options options;
     grpc_server *server;
     grpc_completion_queue *cq;
-    void *describe_method;
+    void *describe_method, *check_method, *watch_method;
+    pthread_mutex_t watch_mu;
+    rpc *watchers;
     int port;
     pthread_t *threads;
     int n_threads;
@@ -102,6 +131,8 @@ static void rpc_unref(rpc *r)
     }
     if (r->has_status_details)
         grpc_slice_unref(r->status_details);
+    if (r->watch_message)
+        grpc_byte_buffer_destroy(r->watch_message);
     free(r);
 }
 
@@ -115,6 +146,9 @@ static rpc *rpc_new(pgw_grpc_server *s)
     r->new_tag.rpc = r->close_tag.rpc = r->send_tag.rpc = r;
     r->close_tag.kind = TAG_CLOSE;
     r->send_tag.kind = TAG_SEND;
+    r->watch_send_tag.kind = TAG_WATCH_SEND;
+    r->watch_send_tag.rpc = r;
+    r->watch_last_status = -1;
     grpc_metadata_array_init(&r->request_md);
     grpc_call_details_init(&r->details);
     return r;
@@ -130,10 +164,14 @@ static void post_request(pgw_grpc_server *s, tag_kind kind)
         return;
     r->new_tag.kind = kind;
     grpc_call_error e;
-    if (kind == TAG_NEW_DESCRIBE)
-        e = grpc_server_request_registered_call(s->server, s->describe_method, &r->call,
-                                                &r->deadline, &r->request_md, &r->payload, s->cq,
-                                                s->cq, &r->new_tag);
+    void *method = kind == TAG_NEW_DESCRIBE ? s->describe_method
+                   : kind == TAG_NEW_CHECK  ? s->check_method
+                   : kind == TAG_NEW_WATCH  ? s->watch_method
+                                            : NULL;
+    if (method)
+        e = grpc_server_request_registered_call(s->server, method, &r->call, &r->deadline,
+                                                &r->request_md, &r->payload, s->cq, s->cq,
+                                                &r->new_tag);
     else
         e = grpc_server_request_call(s->server, &r->call, &r->details, &r->request_md, s->cq, s->cq,
                                      &r->new_tag);
@@ -257,6 +295,7 @@ static void loop_start_lookup(void *arg)
         .arn_len = r->arn_len,
         .deadline_ms = r->deadline_ms,
         .no_cache = r->no_cache,
+        .identity = r->has_identity ? r->identity : NULL,
         .frontend = "grpc",
     };
     /* The callback may run (and drop the loop's reference) inside pgw_lookup_start: hold one
@@ -324,12 +363,52 @@ static PersonalizeGateway__V1__DescribeBatchInferenceJobRequest *read_request(gr
     return req;
 }
 
+/* Finds the caller's identity: the verified client certificate under mutual TLS, else the
+ * trusted header if one is configured. */
+static void take_identity(rpc *r)
+{
+    const pgw_grpc_server_options *o = &r->server->options;
+    int rc = -1;
+    if (o->tls_client_ca_file)
+        rc = pgw_identity_from_call(r->call, r->identity, sizeof(r->identity));
+    else if (o->identity_header)
+        rc = pgw_identity_from_metadata(&r->request_md, o->identity_header, r->identity,
+                                        sizeof(r->identity));
+    r->has_identity = rc == 0;
+}
+
+/* Answers UNAUTHENTICATED (before the request is even decoded: a caller without an identity
+ * learns nothing) and writes its audit line. */
+static void refuse_unauthenticated(rpc *r)
+{
+    pgw_metrics_auth_decision("unauthenticated");
+    if (r->server->options.audit) {
+        pgw_audit_record rec = {
+            .frontend = "grpc",
+            .decision = PGW_AUDIT_UNAUTHENTICATED,
+            .code = PGW_UNAUTHENTICATED,
+            .latency_us = (pgw_now_mono_ms() - r->started_ms) * 1000,
+        };
+        pgw_audit_log(r->server->options.audit, &rec);
+    }
+    send_answer(r, GRPC_STATUS_UNAUTHENTICATED,
+                r->server->options.tls_client_ca_file
+                    ? "this gateway requires a client certificate signed by its client CA"
+                    : "this gateway requires a caller identity");
+}
+
 static void on_new_describe(rpc *r)
 {
     pgw_grpc_server *s = r->server;
     atomic_fetch_add(&s->in_flight, 1);
     r->started_ms = pgw_now_mono_ms();
     if (watch_close(r) != 0) {
+        rpc_unref(r);
+        return;
+    }
+    take_identity(r);
+    if (!r->has_identity && s->options.require_identity) {
+        refuse_unauthenticated(r);
         rpc_unref(r);
         return;
     }
@@ -368,8 +447,154 @@ static void on_new_generic(rpc *r)
     rpc_unref(r);
 }
 
+/* --- grpc.health.v1.Health --- */
+
+/* The health request's service name is "" (the whole server) or our service: else unknown. */
+static int health_service_known(grpc_byte_buffer *payload)
+{
+    if (!payload)
+        return 1;
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, payload))
+        return 0;
+    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    Grpc__Health__V1__HealthCheckRequest *req = grpc__health__v1__health_check_request__unpack(
+        NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+    grpc_slice_unref(all);
+    if (!req)
+        return 0;
+    int known = req->service[0] == '\0' || strcmp(req->service, SERVICE_NAME) == 0;
+    grpc__health__v1__health_check_request__free_unpacked(req, NULL);
+    return known;
+}
+
+static int current_serving_status(void)
+{
+    return pgw_health_ready(NULL)
+               ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+               : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+}
+
+static grpc_byte_buffer *health_message(int status)
+{
+    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    resp.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status;
+    grpc_slice slice =
+        grpc_slice_malloc(grpc__health__v1__health_check_response__get_packed_size(&resp));
+    grpc__health__v1__health_check_response__pack(&resp, GRPC_SLICE_START_PTR(slice));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    return bb;
+}
+
+static void on_new_check(rpc *r)
+{
+    atomic_fetch_add(&r->server->in_flight, 1);
+    if (watch_close(r) == 0) {
+        if (health_service_known(r->payload)) {
+            r->response = health_message(current_serving_status());
+            send_answer(r, GRPC_STATUS_OK, NULL);
+        } else {
+            send_answer(r, GRPC_STATUS_NOT_FOUND, "unknown service");
+        }
+    }
+    rpc_unref(r);
+}
+
+/* Sends each Watch stream its next update: the current status when it changed, or after
+ * shutdown began, the final OK status. Any thread; takes watch_mu. */
+static void poll_watchers(pgw_grpc_server *s)
+{
+    int status = current_serving_status();
+    int finishing = atomic_load(&s->shutting_down);
+    pthread_mutex_lock(&s->watch_mu);
+    for (rpc *w = s->watchers; w; w = w->watch_next) {
+        if (w->watch_sending || w->watch_finished)
+            continue;
+        int want = w->watch_service_known
+                       ? status
+                       : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+        grpc_op ops[2];
+        memset(ops, 0, sizeof(ops));
+        size_t n = 0;
+        if (want != w->watch_last_status) {
+            if (w->watch_last_status == -1) {
+                ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+                n++;
+            }
+            if (w->watch_message)
+                grpc_byte_buffer_destroy(w->watch_message);
+            w->watch_message = health_message(want);
+            ops[n].op = GRPC_OP_SEND_MESSAGE;
+            ops[n].data.send_message.send_message = w->watch_message;
+            n++;
+            w->watch_last_status = want;
+        } else if (finishing) {
+            ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+            ops[n].data.send_status_from_server.status = GRPC_STATUS_OK;
+            n++;
+            w->watch_finished = 1;
+        } else {
+            continue;
+        }
+        w->watch_sending = 1;
+        atomic_fetch_add(&w->refs, 1);
+        if (grpc_call_start_batch(w->call, ops, n, &w->watch_send_tag, NULL) != GRPC_CALL_OK) {
+            w->watch_sending = 0;
+            w->watch_finished = 1;
+            atomic_fetch_sub(&w->refs, 1); /* still held by the list: cannot reach zero */
+        }
+    }
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+static void on_new_watch(rpc *r)
+{
+    pgw_grpc_server *s = r->server;
+    atomic_fetch_add(&s->in_flight, 1);
+    r->watch_service_known = health_service_known(r->payload);
+    if (watch_close(r) != 0) {
+        rpc_unref(r);
+        return;
+    }
+    /* The new-call reference now belongs to the watcher list, until the stream closes. */
+    pthread_mutex_lock(&s->watch_mu);
+    r->watch_next = s->watchers;
+    s->watchers = r;
+    pthread_mutex_unlock(&s->watch_mu);
+    poll_watchers(s);
+}
+
+static void on_watch_sent(rpc *r)
+{
+    pthread_mutex_lock(&r->server->watch_mu);
+    r->watch_sending = 0;
+    pthread_mutex_unlock(&r->server->watch_mu);
+    poll_watchers(r->server);
+    rpc_unref(r);
+}
+
+/* A Watch stream ended (client went away, or after our final status): leave the list. */
+static void drop_watcher(rpc *r)
+{
+    pgw_grpc_server *s = r->server;
+    pthread_mutex_lock(&s->watch_mu);
+    for (rpc **p = &s->watchers; *p; p = &(*p)->watch_next) {
+        if (*p == r) {
+            *p = r->watch_next;
+            pthread_mutex_unlock(&s->watch_mu);
+            rpc_unref(r); /* the list's reference */
+            return;
+        }
+    }
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
 static void on_close(rpc *r)
 {
+    if (r->new_tag.kind == TAG_NEW_WATCH)
+        drop_watcher(r);
     if (r->recv_cancelled && r->new_tag.kind == TAG_NEW_DESCRIBE) {
         /* The caller went away (cancelled, deadline passed, connection lost): tell the loop,
          * which drops its interest in the lookup. */
@@ -384,10 +609,15 @@ static void *cq_thread(void *arg)
 {
     pgw_grpc_server *s = arg;
     for (;;) {
-        grpc_event ev =
-            grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        gpr_timespec wake = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                         gpr_time_from_millis(WATCH_POLL_MS, GPR_TIMESPAN));
+        grpc_event ev = grpc_completion_queue_next(s->cq, wake, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
+        if (ev.type == GRPC_QUEUE_TIMEOUT) {
+            poll_watchers(s);
+            continue;
+        }
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         rpc_tag *tag = ev.tag;
@@ -400,6 +630,8 @@ static void *cq_thread(void *arg)
             break;
         case TAG_NEW_DESCRIBE:
         case TAG_NEW_GENERIC:
+        case TAG_NEW_CHECK:
+        case TAG_NEW_WATCH:
             if (!ev.success) { /* the server is shutting down */
                 if (tag->rpc->call) {
                     grpc_call_unref(tag->rpc->call);
@@ -411,8 +643,15 @@ static void *cq_thread(void *arg)
             post_request(s, tag->kind); /* keep one posted in its place */
             if (tag->kind == TAG_NEW_DESCRIBE)
                 on_new_describe(tag->rpc);
+            else if (tag->kind == TAG_NEW_CHECK)
+                on_new_check(tag->rpc);
+            else if (tag->kind == TAG_NEW_WATCH)
+                on_new_watch(tag->rpc);
             else
                 on_new_generic(tag->rpc);
+            break;
+        case TAG_WATCH_SEND:
+            on_watch_sent(tag->rpc);
             break;
         case TAG_CLOSE:
             on_close(tag->rpc);
@@ -425,6 +664,103 @@ static void *cq_thread(void *arg)
     return NULL;
 }
 
+/* --- TLS ---------------------------------------------------------------------------------- */
+
+#define MAX_PEM_BYTES (1 << 20)
+
+/* Reads a PEM file into a NUL-terminated malloc'ed string. NULL with err naming the flag. */
+static char *read_pem(const char *path, const char *flag, char *err, size_t err_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, err_len, "%s: cannot open %.200s", flag, path);
+        return NULL;
+    }
+    char *buf = malloc(MAX_PEM_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, MAX_PEM_BYTES + 1, f) : 0;
+    int bad = !buf || ferror(f) || n == 0 || n > MAX_PEM_BYTES;
+    fclose(f);
+    if (bad) {
+        snprintf(err, err_len, "%s: cannot read %.200s (empty, unreadable or over 1 MiB)", flag,
+                 path);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Checks the PEM texts with OpenSSL, so a bad file gets an error naming its flag instead of
+ * gRPC failing to listen: the certificate parses, the key parses and belongs to it, and the
+ * client CA holds at least one certificate. */
+static int check_pems(const char *cert, const char *key, const char *ca, char *err, size_t err_len)
+{
+    int ok = 0;
+    BIO *b = BIO_new_mem_buf(cert, -1);
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    b = BIO_new_mem_buf(key, -1);
+    EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    if (!x)
+        snprintf(err, err_len, "--tls-cert: no PEM certificate in the file");
+    else if (!k)
+        snprintf(err, err_len, "--tls-key: no unencrypted PEM private key in the file");
+    else if (X509_check_private_key(x, k) != 1)
+        snprintf(err, err_len, "--tls-key: does not match the --tls-cert certificate");
+    else
+        ok = 1;
+    X509_free(x);
+    EVP_PKEY_free(k);
+    if (ok && ca) {
+        b = BIO_new_mem_buf(ca, -1);
+        X509 *c = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+        BIO_free(b);
+        if (!c) {
+            snprintf(err, err_len, "--tls-client-ca: no PEM certificate in the file");
+            ok = 0;
+        }
+        X509_free(c);
+    }
+    return ok ? 0 : -1;
+}
+
+/* The listening port's credentials: plain text, TLS, or mutual TLS. Under mutual TLS client
+ * certificates are requested and, when presented, must verify against the client CA (else the
+ * handshake fails); a client that presents none is let through the handshake and refused per
+ * call with UNAUTHENTICATED, a status its developer can act on, instead of an opaque
+ * handshake error. NULL with err set on failure. */
+static grpc_server_credentials *make_credentials(const pgw_grpc_server_options *o, char *err,
+                                                 size_t err_len)
+{
+    if (!o->tls_cert_file)
+        return grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = NULL;
+    char *key = NULL, *ca = NULL;
+    char *cert = read_pem(o->tls_cert_file, "--tls-cert", err, err_len);
+    if (cert)
+        key = read_pem(o->tls_key_file, "--tls-key", err, err_len);
+    if (key && o->tls_client_ca_file)
+        ca = read_pem(o->tls_client_ca_file, "--tls-client-ca", err, err_len);
+    if (key && (ca || !o->tls_client_ca_file) && check_pems(cert, key, ca, err, err_len) == 0) {
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+        creds = grpc_ssl_server_credentials_create_ex(
+            ca, &pair, 1,
+            ca ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY
+               : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+            NULL);
+        if (!creds)
+            snprintf(err, err_len, "--tls-cert: gRPC refused the TLS certificate or key");
+    }
+    if (key) {
+        explicit_bzero(key, strlen(key)); /* gRPC keeps its own copy */
+        free(key);
+    }
+    free(cert);
+    free(ca);
+    return creds;
+}
+
 pgw_grpc_server *pgw_grpc_server_new(const pgw_grpc_server_options *options, char *err,
                                      size_t err_len)
 {
@@ -435,6 +771,7 @@ pgw_grpc_server *pgw_grpc_server_new(const pgw_grpc_server_options *options, cha
     }
     s->options = *options;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->watch_mu, NULL);
     pthread_cond_init(&s->cond, NULL);
     s->shutdown_tag.kind = TAG_SHUTDOWN;
 
@@ -451,8 +788,15 @@ pgw_grpc_server *pgw_grpc_server_new(const pgw_grpc_server_options *options, cha
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     s->describe_method = grpc_server_register_method(s->server, DESCRIBE_METHOD, NULL,
                                                      GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    s->check_method = grpc_server_register_method(s->server, HEALTH_CHECK, NULL,
+                                                  GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    s->watch_method = grpc_server_register_method(s->server, HEALTH_WATCH, NULL,
+                                                  GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    grpc_server_credentials *creds = make_credentials(options, err, err_len);
+    if (!creds) {
+        pgw_grpc_server_free(s);
+        return NULL;
+    }
     s->port = grpc_server_add_http2_port(s->server, options->addr, creds);
     grpc_server_credentials_release(creds);
     if (s->port <= 0) {
@@ -477,8 +821,11 @@ int pgw_grpc_server_start(pgw_grpc_server *s)
     for (int t = 0; t < s->options.threads; t++) {
         for (int i = 0; i < POSTED_PER_THREAD; i++)
             post_request(s, TAG_NEW_DESCRIBE);
-        for (int i = 0; i < GENERIC_POSTED; i++)
+        for (int i = 0; i < GENERIC_POSTED; i++) {
             post_request(s, TAG_NEW_GENERIC);
+            post_request(s, TAG_NEW_CHECK);
+            post_request(s, TAG_NEW_WATCH);
+        }
     }
     for (int t = 0; t < s->options.threads; t++) {
         if (pthread_create(&s->threads[t], NULL, cq_thread, s) != 0)
@@ -514,6 +861,7 @@ void pgw_grpc_server_shutdown(pgw_grpc_server *s, int grace_ms)
 {
     atomic_store(&s->shutting_down, 1);
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
+    poll_watchers(s); /* Watch streams get NOT_SERVING, then their final status */
     if (s->n_threads == 0) {
         grpc_server_cancel_all_calls(s->server);
     } else if (!wait_shutdown_done(s, grace_ms)) {
@@ -547,6 +895,7 @@ void pgw_grpc_server_free(pgw_grpc_server *s)
     free(s->threads);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->watch_mu);
     free(s);
 }
 

@@ -9,6 +9,7 @@
 #include "service/loop.h"
 #include "service/lookup.h"
 
+struct pgw_audit;
 typedef struct pgw_grpc_server pgw_grpc_server;
 
 typedef struct pgw_grpc_server_options {
@@ -17,10 +18,20 @@ typedef struct pgw_grpc_server_options {
     int max_recv_bytes; /* larger request messages are refused by gRPC core */
     pgw_loop *loop;     /* borrowed */
     pgw_lookup *lookup; /* borrowed; used on the loop thread only */
+
+    /* Who may call (docs/security.md). TLS when tls_cert_file is set; with tls_client_ca_file
+     * too, mutual TLS: client certificates are requested and verified against that CA, and a
+     * call whose peer presented none gets UNAUTHENTICATED. */
+    const char *tls_cert_file;      /* PEM chain, or NULL for plain text */
+    const char *tls_key_file;       /* PEM key of tls_cert_file */
+    const char *tls_client_ca_file; /* PEM CA bundle, or NULL: no client certificates */
+    const char *identity_header;    /* plain text: trusted header with the identity, or NULL */
+    int require_identity;           /* no identity -> UNAUTHENTICATED before any lookup */
+    struct pgw_audit *audit;        /* borrowed; NULL: no audit lines for refused calls */
 } pgw_grpc_server_options;
 
-/* Creates the server and binds its port (call after grpc_init). Returns NULL with a one-line
- * reason in err. */
+/* Creates the server and binds its port (call after grpc_init), reading the TLS files if set.
+ * Returns NULL with a one-line reason in err naming the flag at fault. */
 pgw_grpc_server *pgw_grpc_server_new(const pgw_grpc_server_options *options, char *err,
                                      size_t err_len);
 

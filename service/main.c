@@ -11,14 +11,22 @@
 #include "cache/l1.h"
 #include "cache/redis_tier.h"
 #include "cache/ttl.h"
+#include "service/audit.h"
 #include "service/aws/credentials.h"
+#include "service/aws/credentials_chain.h"
 #include "service/aws/http_client.h"
 #include "service/aws/personalize.h"
+#include "service/clock.h"
 #include "service/config.h"
 #include "service/grpc_server.h"
+#include "service/health.h"
+#include "service/http_server.h"
 #include "service/log.h"
 #include "service/lookup_internal.h"
+#include "service/metrics.h"
 #include "service/loop.h"
+#include "service/policy.h"
+#include "service/rate_limit.h"
 
 #define EXIT_CONFIG 2
 
@@ -32,15 +40,104 @@ typedef struct gateway {
     pgw_redis_tier *redis;
     pgw_lookup *lookup;
     pgw_grpc_server *grpc;
+    pgw_http_server *http_server; /* NULL when --http-addr is empty */
+    pgw_policy *policy;           /* NULL: no --policy-file (every caller may read all) */
+    pgw_rate_limit *rate_limit;   /* always set; limits off unless configured */
+    pgw_audit *audit;             /* NULL: audit log off */
 } gateway;
 
-static pgw_credentials_provider *make_credentials(void)
+static void on_policy_reload(int rc, const char *err, void *arg)
 {
-    pgw_credentials_provider *p = pgw_credentials_provider_env_new();
-    if (p)
+    gateway *g = arg;
+    if (rc > 0)
+        pgw_log(PGW_LOG_INFO, "authorization policy reloaded",
+                json_pack("{s:s, s:I}", "file", g->cfg.policy_file, "rules",
+                          (json_int_t)pgw_policy_rule_count(g->policy)));
+    else
+        pgw_log(PGW_LOG_ERROR, "authorization policy not reloaded: the previous one stays in force",
+                json_pack("{s:s}", "error", err ? err : "unknown"));
+}
+
+/* SIGHUP: re-read the policy now, changed or not. Runs on the loop thread, the policy's. */
+static void loop_reload_policy(void *arg)
+{
+    gateway *g = arg;
+    if (!g->policy) {
+        pgw_log(PGW_LOG_INFO, "SIGHUP: no --policy-file to reload", NULL);
+        return;
+    }
+    char err[400];
+    int rc = pgw_policy_reload(g->policy, 0, err, sizeof(err));
+    on_policy_reload(rc, rc < 0 ? err : NULL, g);
+}
+
+/* Who may call: the policy (a bad file stops the start), the rate limiter and the audit log. */
+static int build_auth(gateway *g, struct event_base *base, char *err, size_t err_len)
+{
+    if (g->cfg.policy_file) {
+        char why[400];
+        g->policy = pgw_policy_load_file(g->cfg.policy_file, why, sizeof(why));
+        if (!g->policy) {
+            snprintf(err, err_len, "--policy-file: %s", why);
+            return -1;
+        }
+        if (pgw_policy_watch(g->policy, base, g->cfg.policy_poll_ms, on_policy_reload, g) != 0) {
+            snprintf(err, err_len, "--policy-file: cannot watch the file");
+            return -1;
+        }
+        pgw_log(PGW_LOG_INFO, "authorization policy loaded",
+                json_pack("{s:s, s:I}", "file", g->cfg.policy_file, "rules",
+                          (json_int_t)pgw_policy_rule_count(g->policy)));
+    }
+    pgw_rate_limit_options ropts = {
+        .caller_rate = g->cfg.rate_limit_per_caller,
+        .caller_burst = g->cfg.rate_limit_per_caller_burst,
+        .upstream_rate = g->cfg.upstream_rate_limit,
+        .upstream_burst = g->cfg.upstream_rate_limit_burst,
+        .upstream_max_wait_ms = g->cfg.upstream_rate_limit_max_wait_ms,
+    };
+    g->rate_limit = pgw_rate_limit_new(base, &ropts);
+    if (g->cfg.audit_enabled)
+        g->audit = pgw_audit_new(stdout);
+    if (!g->rate_limit || (g->cfg.audit_enabled && !g->audit)) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Readiness and metrics follow the credentials: ready once the first arrive, unready when
+ * they lapse without a replacement. Runs on the loop thread. */
+static void on_credentials_change(const pgw_credentials *creds, void *arg)
+{
+    pgw_health_set(PGW_HEALTH_CREDENTIALS, creds != NULL);
+    pgw_metrics_set_credentials(creds ? creds->source : "none",
+                                creds ? (double)creds->expires_wall_ms / 1000.0 : 0);
+}
+
+/* The AWS SDKs' default chain (credentials_chain.h), fetching at once so that /readyz turns
+ * ready without waiting for a first call. With no usable source the gateway still starts,
+ * unready, and answers UNAVAILABLE saying why. */
+static pgw_credentials_provider *make_credentials(gateway *g, struct event_base *base)
+{
+    pgw_credentials_chain_options copts = {
+        .base = base,
+        .http = g->http,
+        .refresh_window_ms = (int64_t)g->cfg.credentials_refresh_window_s * 1000,
+        .eager = 1,
+        .on_change = on_credentials_change,
+    };
+    char why[512];
+    pgw_credentials_source_kind kind;
+    pgw_credentials_provider *p = pgw_credentials_chain_new(&copts, &kind, why, sizeof(why));
+    if (p) {
+        pgw_log(PGW_LOG_INFO, "AWS credentials source",
+                json_pack("{s:s}", "source", pgw_credentials_source_name(kind)));
         return p;
-    return pgw_credentials_provider_none_new(
-        "no credentials source is configured (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)");
+    }
+    pgw_log(PGW_LOG_ERROR, "no usable AWS credentials source", json_pack("{s:s}", "error", why));
+    pgw_metrics_set_credentials("none", 0);
+    return pgw_credentials_provider_none_new(why);
 }
 
 static void ttl_config_from_flags(const pgw_config *cfg, pgw_ttl_config *ttl)
@@ -94,7 +191,7 @@ static int build(gateway *g, char *err, size_t err_len)
         .max_body_bytes = 1 << 20,
     };
     g->http = pgw_http_client_new(base, &hopts);
-    g->credentials = make_credentials();
+    g->credentials = g->http ? make_credentials(g, base) : NULL;
     pgw_personalize_options popts = {
         .endpoint_override = g->cfg.personalize_endpoint,
         .attempt_timeout_ms = g->cfg.upstream_timeout_ms,
@@ -107,6 +204,8 @@ static int build(gateway *g, char *err, size_t err_len)
         return -1;
     }
     if (build_cache(g, base, err, err_len) != 0)
+        return -1;
+    if (build_auth(g, base, err, err_len) != 0)
         return -1;
     pgw_lookup_options lopts = {
         .base = base,
@@ -126,16 +225,44 @@ static int build(gateway *g, char *err, size_t err_len)
         .max_recv_bytes = g->cfg.grpc_max_recv_bytes,
         .loop = g->loop,
         .lookup = g->lookup,
+        .tls_cert_file = g->cfg.tls_cert,
+        .tls_key_file = g->cfg.tls_key,
+        .tls_client_ca_file = g->cfg.tls_client_ca,
+        .identity_header = g->cfg.identity_header,
+        .require_identity = g->cfg.require_identity,
+        .audit = g->audit,
     };
     g->grpc = pgw_grpc_server_new(&gopts, err, err_len);
-    return g->grpc ? 0 : -1;
+    if (!g->grpc)
+        return -1;
+    if (g->cfg.http_addr && g->cfg.http_addr[0]) {
+        pgw_http_server_options wopts = {
+            .addr = g->cfg.http_addr,
+            .loop = g->loop,
+            .lookup = g->lookup,
+            .max_header_bytes = (size_t)g->cfg.http_max_header_bytes,
+            .max_body_bytes = (size_t)g->cfg.http_max_body_bytes,
+            .request_timeout_ms = g->cfg.http_request_timeout_ms,
+        };
+        g->http_server = pgw_http_server_new(&wopts, err, err_len);
+        if (!g->http_server)
+            return -1;
+    }
+    return 0;
 }
 
 /* Frees the loop-owned parts; runs on the loop thread, after the frontends stopped. */
 static void release_loop_parts(void *arg)
 {
     gateway *g = arg;
+    /* First: closing its connections cancels their lookups, which must still exist. */
+    pgw_http_server_free(g->http_server);
+    g->http_server = NULL;
     pgw_lookup_free(g->lookup);
+    pgw_policy_free(g->policy);         /* after lookup, which checks it */
+    pgw_rate_limit_free(g->rate_limit); /* after lookup, which waits on it */
+    g->policy = NULL;
+    g->rate_limit = NULL;
     pgw_redis_tier_free(g->redis);
     pgw_l1_free(g->l1);
     pgw_personalize_free(g->personalize);
@@ -160,16 +287,20 @@ static void teardown(gateway *g)
         release_loop_parts(g); /* no-op when the loop already ran it */
         pgw_loop_free(g->loop);
     }
+    pgw_audit_free(g->audit); /* last: every frontend and lookup that wrote to it is gone */
+    g->audit = NULL;
 }
 
 int main(int argc, char **argv)
 {
-    /* Block the shutdown signals before any thread exists (gRPC's included), so they are
-     * taken only by sigwait below and never interrupt a library. */
+    /* Block the shutdown signals (and SIGHUP, "reload the policy") before any thread exists
+     * (gRPC's included), so they are taken only by sigwait below and never interrupt a
+     * library. */
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -203,19 +334,39 @@ int main(int argc, char **argv)
     snprintf(grpc_listen, sizeof(grpc_listen), "%.*s:%d",
              (int)(strrchr(g.cfg.grpc_addr, ':') - g.cfg.grpc_addr), g.cfg.grpc_addr,
              pgw_grpc_server_port(g.grpc));
+    char http_listen[300] = "";
+    if (g.http_server)
+        snprintf(http_listen, sizeof(http_listen), "%.*s:%d",
+                 (int)(strrchr(g.cfg.http_addr, ':') - g.cfg.http_addr), g.cfg.http_addr,
+                 pgw_http_server_port(g.http_server));
     pgw_log(PGW_LOG_INFO, "personalize-gateway started",
-            json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:s}", "version", PGW_VERSION, "grpc_addr",
-                      grpc_listen, "region", getenv("AWS_REGION"), "endpoint_override",
+            json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:s}", "version", PGW_VERSION,
+                      "grpc_addr", grpc_listen, "http_addr", g.http_server ? http_listen : NULL,
+                      "region", getenv("AWS_REGION"), "endpoint_override",
                       g.cfg.personalize_endpoint, "redis", g.cfg.redis_url ? "configured" : NULL,
                       "cache", g.cfg.redis_url ? "l1+redis" : "l1"));
 
+    pgw_health_set(PGW_HEALTH_LISTENING, 1);
+
     int sig = 0;
-    sigwait(&signals, &sig);
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+        if (pgw_loop_post(g.loop, loop_reload_policy, &g) != 0)
+            break;
+    }
+    /* Unready first, so probes and load balancers stop sending, then drain. */
+    pgw_health_set(PGW_HEALTH_SHUTTING_DOWN, 1);
     pgw_log(PGW_LOG_INFO, "shutting down",
             json_pack("{s:s, s:i, s:i}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                       "in_flight", pgw_grpc_server_in_flight(g.grpc), "grace_ms",
                       g.cfg.shutdown_grace_ms));
+    int64_t drain_until = pgw_now_mono_ms() + g.cfg.shutdown_grace_ms;
+    if (g.http_server)
+        pgw_http_server_stop_accepting(g.http_server);
     pgw_grpc_server_shutdown(g.grpc, g.cfg.shutdown_grace_ms);
+    if (g.http_server) {
+        int64_t left = drain_until - pgw_now_mono_ms();
+        pgw_http_server_shutdown(g.http_server, left > 0 ? (int)left : 0);
+    }
     pgw_log(PGW_LOG_INFO, "stopped", NULL);
 out:
     teardown(&g);

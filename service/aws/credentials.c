@@ -64,7 +64,7 @@ int pgw_credentials_expired(const pgw_credentials *creds, int64_t now_wall_ms, i
     return creds->expires_wall_ms != 0 && now_wall_ms + margin_ms >= creds->expires_wall_ms;
 }
 
-/* --- environment provider --- */
+/* --- static provider (environment, profile keys) --- */
 
 typedef struct env_provider {
     pgw_credentials_provider base;
@@ -87,21 +87,26 @@ static void env_destroy(pgw_credentials_provider *p)
 
 static const pgw_credentials_provider_vtable env_vtable = {env_get, NULL, env_destroy};
 
+pgw_credentials_provider *pgw_credentials_provider_static_new(pgw_credentials *creds)
+{
+    if (!creds)
+        return NULL;
+    env_provider *ep = calloc(1, sizeof(*ep));
+    if (!ep)
+        return NULL;
+    ep->base.vtable = &env_vtable;
+    ep->creds = pgw_credentials_ref(creds);
+    return &ep->base;
+}
+
 pgw_credentials_provider *pgw_credentials_provider_env_new(void)
 {
     pgw_credentials *creds =
         pgw_credentials_new(getenv("AWS_ACCESS_KEY_ID"), getenv("AWS_SECRET_ACCESS_KEY"),
                             getenv("AWS_SESSION_TOKEN"), 0, "environment");
-    if (!creds)
-        return NULL;
-    env_provider *ep = calloc(1, sizeof(*ep));
-    if (!ep) {
-        pgw_credentials_unref(creds);
-        return NULL;
-    }
-    ep->base.vtable = &env_vtable;
-    ep->creds = creds;
-    return &ep->base;
+    pgw_credentials_provider *p = pgw_credentials_provider_static_new(creds);
+    pgw_credentials_unref(creds); /* the provider holds its own reference */
+    return p;
 }
 
 /* --- the provider of last resort: no source had credentials --- */

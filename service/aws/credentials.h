@@ -68,10 +68,19 @@ static inline void pgw_credentials_provider_free(pgw_credentials_provider *p)
         p->vtable->destroy(p);
 }
 
+/* A provider that always delivers `creds` (it takes its own reference): long-term keys from the
+ * environment or a profile. Returns NULL when creds is NULL or out of memory. */
+pgw_credentials_provider *pgw_credentials_provider_static_new(pgw_credentials *creds);
+
 /* The first source of the chain: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optional
  * AWS_SESSION_TOKEN, read once at creation. Returns NULL when they are not set (the caller
  * moves on to the next source). */
 pgw_credentials_provider *pgw_credentials_provider_env_new(void);
+
+/* Told when the usable credentials change: new credentials were obtained (creds, borrowed for
+ * the call), or the last ones expired with no replacement (NULL). For readiness and metrics;
+ * runs on the loop thread. */
+typedef void (*pgw_credentials_change_cb)(const pgw_credentials *creds, void *user_data);
 
 /* A provider that always fails with `reason` (copied): used when no source is configured, so
  * the gateway still starts and answers UNAVAILABLE saying why. */

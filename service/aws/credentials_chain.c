@@ -1,0 +1,78 @@
+#include "service/aws/credentials_chain.h"
+
+#include <libxml/parser.h>
+#include <stdio.h>
+
+#include "service/aws/credentials_cached.h"
+#include "service/aws/credentials_container.h"
+#include "service/aws/credentials_imds.h"
+#include "service/aws/credentials_profile.h"
+#include "service/aws/credentials_web_identity.h"
+
+const char *pgw_credentials_source_name(pgw_credentials_source_kind kind)
+{
+    switch (kind) {
+    case PGW_CREDENTIALS_SOURCE_ENVIRONMENT:
+        return "environment";
+    case PGW_CREDENTIALS_SOURCE_WEB_IDENTITY:
+        return "web_identity";
+    case PGW_CREDENTIALS_SOURCE_PROFILE:
+        return "profile";
+    case PGW_CREDENTIALS_SOURCE_CONTAINER:
+        return "container";
+    case PGW_CREDENTIALS_SOURCE_IMDS:
+        return "imds";
+    case PGW_CREDENTIALS_SOURCE_NONE:
+        break;
+    }
+    return "none";
+}
+
+pgw_credentials_provider *pgw_credentials_chain_new(const pgw_credentials_chain_options *o,
+                                                    pgw_credentials_source_kind *kind_out,
+                                                    char *err, size_t err_len)
+{
+    /* libxml2 sets up its globals here, on the main thread, before any thread parses. */
+    xmlInitParser();
+    char why[400] = "";
+    pgw_credentials_source_kind kind = PGW_CREDENTIALS_SOURCE_NONE;
+    pgw_credentials_provider *source = NULL;
+    if ((source = pgw_credentials_provider_env_new()))
+        kind = PGW_CREDENTIALS_SOURCE_ENVIRONMENT;
+    else if ((source = pgw_credentials_provider_web_identity_from_env(o->http, why, sizeof(why))) ||
+             why[0])
+        kind = PGW_CREDENTIALS_SOURCE_WEB_IDENTITY;
+    else if ((source = pgw_credentials_provider_profile_from_env(o->http, why, sizeof(why))) ||
+             why[0])
+        kind = PGW_CREDENTIALS_SOURCE_PROFILE;
+    else if ((source = pgw_credentials_provider_container_from_env(o->http, why, sizeof(why))) ||
+             why[0])
+        kind = PGW_CREDENTIALS_SOURCE_CONTAINER;
+    else if ((source = pgw_credentials_provider_imds_from_env(o->http, why, sizeof(why))) || why[0])
+        kind = PGW_CREDENTIALS_SOURCE_IMDS;
+    if (kind_out)
+        *kind_out = kind;
+    if (!source) {
+        if (kind == PGW_CREDENTIALS_SOURCE_NONE)
+            snprintf(err, err_len,
+                     "no AWS credentials source is configured (environment keys, web identity, "
+                     "a profile, container credentials; instance metadata is disabled)");
+        else
+            snprintf(err, err_len, "AWS credentials source %s: %s",
+                     pgw_credentials_source_name(kind), why);
+        return NULL;
+    }
+    pgw_credentials_cached_options co = {
+        .base = o->base,
+        .source = source,
+        .name = pgw_credentials_source_name(kind),
+        .refresh_window_ms = o->refresh_window_ms,
+        .eager = o->eager,
+        .on_change = o->on_change,
+        .on_change_data = o->on_change_data,
+    };
+    pgw_credentials_provider *p = pgw_credentials_provider_cached_new(&co);
+    if (!p)
+        snprintf(err, err_len, "out of memory");
+    return p;
+}

@@ -1,0 +1,663 @@
+#include "service/http_server.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <openssl/rand.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "personalize_gateway/v1/personalize_gateway.pb-c.h"
+#include "service/aws/job_json.h"
+#include "service/clock.h"
+#include "service/health.h"
+#include "service/log.h"
+#include "service/metrics.h"
+
+#define AWS_TARGET       "AmazonPersonalize.DescribeBatchInferenceJob"
+#define AWS_CONTENT_TYPE "application/x-amz-json-1.1"
+#define REST_PREFIX      "/v1/batch-inference-jobs/"
+#define JSON_TYPE        "application/json"
+#define TEXT_TYPE        "text/plain; charset=utf-8"
+
+typedef enum route {
+    ROUTE_AWS,  /* POST / */
+    ROUTE_REST, /* GET /v1/batch-inference-jobs/{arn} */
+} route;
+
+struct pgw_http_server {
+    pgw_http_server_options options;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *listener;
+    int port;
+    int early_close; /* the backend reports a peer's close without reading (EV_CLOSED) */
+    atomic_int in_flight;
+    atomic_int draining;
+};
+
+/* One DescribeBatchInferenceJob call waiting for lookup. It lives from the moment the call
+ * goes asynchronous until it is answered or its connection goes away, whichever is first;
+ * lookup's callback and the connection's close callback are mutually exclusive (each one
+ * disarms the other), so exactly one of them frees it. */
+typedef struct http_call {
+    pgw_http_server *server;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    struct event *close_watch; /* EV_CLOSED on the socket: evhttp stops reading meanwhile */
+    pgw_lookup_req *lookup;
+    route route;
+    int starting; /* inside pgw_lookup_start: the callback must not free the call */
+    int finished; /* answered or abandoned */
+    int64_t started_ms;
+} http_call;
+
+static const char *frontend_name(route r)
+{
+    return r == ROUTE_AWS ? "http_aws" : "http_rest";
+}
+
+/* --- plain replies --- */
+
+static void set_header(struct evhttp_request *req, const char *name, const char *value)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    evhttp_remove_header(out, name);
+    evhttp_add_header(out, name, value);
+}
+
+/* Sends `status` with a body (copied). Adds `Connection: close` while draining. */
+static void reply(pgw_http_server *s, struct evhttp_request *req, int status,
+                  const char *content_type, const char *body, size_t len)
+{
+    struct evbuffer *buf = evbuffer_new();
+    if (buf && body)
+        evbuffer_add(buf, body, len);
+    if (content_type)
+        set_header(req, "Content-Type", content_type);
+    if (atomic_load(&s->draining))
+        set_header(req, "Connection", "close");
+    evhttp_send_reply(req, status, NULL, buf);
+    if (buf)
+        evbuffer_free(buf);
+}
+
+/* Sends a JSON value (consumed) as the body. */
+static void reply_json(pgw_http_server *s, struct evhttp_request *req, int status,
+                       const char *content_type, json_t *value)
+{
+    char *text = value ? json_dumps(value, JSON_COMPACT) : NULL;
+    json_decref(value);
+    if (!text) {
+        reply(s, req, 500, TEXT_TYPE, "out of memory\n", 14);
+        return;
+    }
+    reply(s, req, status, content_type, text, strlen(text));
+    free(text);
+}
+
+/* The REST error shape: {"code": "NOT_FOUND", "message": "..."}. */
+static void reply_rest_error(pgw_http_server *s, struct evhttp_request *req, pgw_code code,
+                             const char *message)
+{
+    reply_json(s, req, pgw_code_http_status(code), JSON_TYPE,
+               json_pack("{s:s, s:s}", "code", pgw_code_name(code), "message", message));
+}
+
+/* A fresh request id in the UUID form AWS uses for x-amzn-RequestId. */
+static void new_request_id(char out[37])
+{
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof(b)) != 1) {
+        /* Not a secret, only needs to be unlikely to repeat. */
+        static atomic_uint_fast64_t counter;
+        uint64_t c = atomic_fetch_add(&counter, 1) ^ (uint64_t)pgw_now_wall_ms() << 20;
+        for (int i = 0; i < 16; i++)
+            b[i] = (unsigned char)(c >> ((i % 8) * 8)) ^ (unsigned char)i;
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+}
+
+/* An AWS JSON 1.1 error, as botocore parses it: the code in the body's __type and in
+ * x-amzn-ErrorType, the text in "message", and an x-amzn-RequestId. */
+static void reply_aws_error(pgw_http_server *s, struct evhttp_request *req, int status,
+                            const char *type, const char *message, const char *request_id)
+{
+    char id[37];
+    if (!request_id || !*request_id) {
+        new_request_id(id);
+        request_id = id;
+    }
+    set_header(req, "x-amzn-RequestId", request_id);
+    set_header(req, "x-amzn-ErrorType", type);
+    reply_json(s, req, status, AWS_CONTENT_TYPE,
+               json_pack("{s:s, s:s}", "__type", type, "message", message));
+}
+
+/* Upstream codes that mean the gateway's own credentials were refused. Passing them on would
+ * tell the caller its credentials are bad, which they are not (it sent none we use). */
+static int is_gateway_credentials_error(const char *code)
+{
+    static const char *const codes[] = {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "IncompleteSignature",
+        "InvalidClientTokenId",
+        "MissingAuthenticationToken",
+        "SignatureDoesNotMatch",
+        "AuthFailure",
+    };
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strcmp(code, codes[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The AWS error (HTTP status and __type) for a gateway code, chosen so that botocore raises
+ * the exception class it would raise against AWS and retries exactly what it would retry
+ * (5xx, ThrottlingException). The upstream's own code wins when there is one. */
+static void aws_error_for(pgw_code code, const char *upstream_code, int *status, const char **type)
+{
+    switch (code) {
+    case PGW_INVALID_ARGUMENT:
+        *status = 400, *type = "InvalidInputException";
+        break;
+    case PGW_NOT_FOUND:
+        *status = 400, *type = "ResourceNotFoundException";
+        break;
+    case PGW_PERMISSION_DENIED:
+        *status = 403, *type = "AccessDeniedException";
+        break;
+    case PGW_UNAUTHENTICATED:
+        *status = 403, *type = "MissingAuthenticationTokenException";
+        break;
+    case PGW_RESOURCE_EXHAUSTED:
+        *status = 400, *type = "ThrottlingException";
+        break;
+    case PGW_UNAVAILABLE:
+        *status = 503, *type = "ServiceUnavailable";
+        break;
+    case PGW_DEADLINE_EXCEEDED:
+        *status = 504, *type = "RequestTimeoutException";
+        break;
+    case PGW_UNIMPLEMENTED:
+        *status = 400, *type = "UnknownOperationException";
+        break;
+    default:
+        *status = 500, *type = "InternalFailure";
+        break;
+    }
+    if (upstream_code && *upstream_code && !is_gateway_credentials_error(upstream_code))
+        *type = upstream_code;
+}
+
+/* --- calls waiting for lookup --- */
+
+static void on_connection_close(struct evhttp_connection *evcon, void *arg);
+
+/* Disarms the connection callbacks and accounts the call; the caller then frees it. */
+static void call_finish(http_call *c, pgw_code code)
+{
+    c->finished = 1;
+    if (c->evcon)
+        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+    if (c->close_watch) {
+        event_free(c->close_watch);
+        c->close_watch = NULL;
+    }
+    double seconds = (double)(pgw_now_mono_ms() - c->started_ms) / 1000.0;
+    pgw_metrics_request(frontend_name(c->route), code, seconds);
+    pgw_metrics_in_flight(frontend_name(c->route), -1);
+    atomic_fetch_sub(&c->server->in_flight, 1);
+}
+
+/* The peer closed its end while its call waited for lookup (evhttp does not read then, so it
+ * would not notice before writing the answer). Freeing the connection runs
+ * on_connection_close, which cancels the lookup and frees the call. */
+static void on_peer_closed(evutil_socket_t fd, short what, void *arg)
+{
+    http_call *c = arg;
+    evhttp_connection_free(c->evcon);
+}
+
+/* The connection is going away with the call unanswered: the client left, or the server is
+ * being freed. Drops the lookup (its callback will not fire) and the call. */
+static void on_connection_close(struct evhttp_connection *evcon, void *arg)
+{
+    http_call *c = arg;
+    if (c->lookup) {
+        pgw_lookup_cancel(c->lookup);
+        c->lookup = NULL;
+    }
+    struct evhttp_request *req = c->req;
+    c->req = NULL;
+    c->evcon = NULL; /* already being freed: no closecb to clear */
+    /* A request evhttp detached from its failed connection is left to its handler to free;
+     * one still attached is freed by evhttp right after this callback. */
+    if (req && evhttp_request_get_connection(req) == NULL)
+        evhttp_request_free(req);
+    if (pgw_log_enabled(PGW_LOG_DEBUG))
+        pgw_log(PGW_LOG_DEBUG, "http client went away; call cancelled",
+                json_pack("{s:s}", "frontend", frontend_name(c->route)));
+    call_finish(c, PGW_CANCELLED);
+    free(c);
+}
+
+static const char *cache_header(pgw_cache_source source)
+{
+    switch (source) {
+    case PGW_SOURCE_UPSTREAM:
+        return "miss";
+    case PGW_SOURCE_L1:
+    case PGW_SOURCE_REDIS:
+        return "hit";
+    case PGW_SOURCE_STALE:
+        return "stale";
+    case PGW_SOURCE_NONE:
+        break;
+    }
+    return NULL;
+}
+
+/* Writes the answer to a finished lookup on the call's request. */
+static void answer(http_call *c, const pgw_lookup_result *res)
+{
+    pgw_http_server *s = c->server;
+    struct evhttp_request *req = c->req;
+    const char *cache = cache_header(res->source);
+    if (cache) {
+        char age[24];
+        snprintf(age, sizeof(age), "%lld", (long long)(res->age_s > 0 ? res->age_s : 0));
+        set_header(req, "x-cache", cache);
+        set_header(req, "age", age);
+    }
+    /* The upstream's request id names the upstream exchange that produced this answer; a
+     * cached answer gets an id of its own. */
+    const char *request_id = res->source == PGW_SOURCE_UPSTREAM || res->source == PGW_SOURCE_NONE
+                                 ? res->aws_request_id
+                                 : NULL;
+    if (res->code != PGW_OK) {
+        if (c->route == ROUTE_REST) {
+            reply_rest_error(s, req, res->code, res->message);
+        } else {
+            int status;
+            const char *type;
+            aws_error_for(res->code, res->aws_error_code, &status, &type);
+            reply_aws_error(s, req, status, type, res->message, request_id);
+        }
+        return;
+    }
+    PersonalizeGateway__V1__BatchInferenceJob *job =
+        personalize_gateway__v1__batch_inference_job__unpack(NULL, res->job_pb_len, res->job_pb);
+    char *body = NULL;
+    if (job)
+        body = c->route == ROUTE_AWS ? pgw_job_to_aws_json(job) : pgw_job_to_proto3_json(job);
+    pgw_job_free(job);
+    if (!body) {
+        const char *msg = job ? "out of memory" : "the cached job does not decode";
+        if (c->route == ROUTE_REST)
+            reply_rest_error(s, req, PGW_INTERNAL, msg);
+        else
+            reply_aws_error(s, req, 500, "InternalFailure", msg, NULL);
+        return;
+    }
+    if (c->route == ROUTE_AWS) {
+        char id[37];
+        if (!request_id || !*request_id) {
+            new_request_id(id);
+            request_id = id;
+        }
+        set_header(req, "x-amzn-RequestId", request_id);
+    }
+    reply(s, req, 200, c->route == ROUTE_AWS ? AWS_CONTENT_TYPE : JSON_TYPE, body, strlen(body));
+    free(body);
+}
+
+static void on_lookup_done(const pgw_lookup_result *res, void *user_data)
+{
+    http_call *c = user_data;
+    c->lookup = NULL;
+    /* Disarm the close callbacks first: nothing below may free the connection under us. */
+    call_finish(c, res->code);
+    if (pgw_log_enabled(PGW_LOG_DEBUG))
+        pgw_log(PGW_LOG_DEBUG, "call",
+                json_pack("{s:s, s:s, s:s, s:I}", "frontend", frontend_name(c->route), "method",
+                          "DescribeBatchInferenceJob", "code", pgw_code_name(res->code),
+                          "latency_us", (json_int_t)((pgw_now_mono_ms() - c->started_ms) * 1000)));
+    answer(c, res);
+    c->req = NULL;
+    if (!c->starting)
+        free(c);
+}
+
+static int wants_no_cache(struct evhttp_request *req)
+{
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), "Cache-Control");
+    return v && strcasestr(v, "no-cache") != NULL;
+}
+
+/* Hands the ARN (borrowed for this call only) to lookup and answers when it is done. */
+static void start_call(pgw_http_server *s, struct evhttp_request *req, route r, const char *arn,
+                       size_t arn_len)
+{
+    http_call *c = calloc(1, sizeof(*c));
+    if (!c) {
+        reply(s, req, 500, TEXT_TYPE, "out of memory\n", 14);
+        return;
+    }
+    c->server = s;
+    c->req = req;
+    c->route = r;
+    c->started_ms = pgw_now_mono_ms();
+    c->evcon = evhttp_request_get_connection(req);
+    atomic_fetch_add(&s->in_flight, 1);
+    pgw_metrics_in_flight(frontend_name(r), 1);
+    if (c->evcon) {
+        evhttp_connection_set_closecb(c->evcon, on_connection_close, c);
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
+        evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+        if (s->early_close && fd >= 0) {
+            c->close_watch = event_new(s->base, fd, EV_CLOSED, on_peer_closed, c);
+            if (c->close_watch)
+                event_add(c->close_watch, NULL);
+        }
+    }
+    pgw_lookup_params p = {
+        .arn = arn,
+        .arn_len = arn_len,
+        /* evhttp's timeout does not run while a call waits (it reads nothing then), so the
+         * same limit bounds the lookup: the client gets an answer, 504 at worst. */
+        .deadline_ms = c->started_ms + s->options.request_timeout_ms,
+        .no_cache = wants_no_cache(req),
+        .frontend = "http",
+    };
+    c->starting = 1;
+    pgw_lookup_req *handle = pgw_lookup_start(s->options.lookup, &p, on_lookup_done, c);
+    c->starting = 0;
+    if (c->finished) { /* answered synchronously (bad ARN, L1 hit) */
+        free(c);
+        return;
+    }
+    c->lookup = handle;
+}
+
+/* An answer given before lookup (a malformed request): counted like a call. */
+static void count_early(route r, pgw_code code)
+{
+    pgw_metrics_request(frontend_name(r), code, 0);
+}
+
+/* --- routes --- */
+
+static int media_type_is(const char *content_type, const char *want)
+{
+    if (!content_type)
+        return 0;
+    size_t n = strlen(want);
+    if (strncasecmp(content_type, want, n) != 0)
+        return 0;
+    char next = content_type[n];
+    return next == '\0' || next == ';' || next == ' ' || next == '\t';
+}
+
+/* POST /: the AWS JSON 1.1 protocol, as botocore speaks it. The caller's Authorization (its
+ * SigV4 signature) is neither checked, forwarded nor logged: the gateway signs with its own
+ * credentials. */
+static void handle_aws(pgw_http_server *s, struct evhttp_request *req)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *target = evhttp_find_header(in, "X-Amz-Target");
+    if (!target || strcmp(target, AWS_TARGET) != 0) {
+        count_early(ROUTE_AWS, PGW_UNIMPLEMENTED);
+        reply_aws_error(s, req, 400, "UnknownOperationException",
+                        target ? "the gateway serves only " AWS_TARGET
+                               : "missing X-Amz-Target header (the gateway serves " AWS_TARGET ")",
+                        NULL);
+        return;
+    }
+    if (!media_type_is(evhttp_find_header(in, "Content-Type"), AWS_CONTENT_TYPE)) {
+        count_early(ROUTE_AWS, PGW_INVALID_ARGUMENT);
+        reply_aws_error(s, req, 400, "SerializationException",
+                        "Content-Type must be " AWS_CONTENT_TYPE, NULL);
+        return;
+    }
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(body);
+    if (len > s->options.max_body_bytes) { /* evhttp enforces it too; this keeps it local */
+        count_early(ROUTE_AWS, PGW_INVALID_ARGUMENT);
+        reply_aws_error(s, req, 413, "SerializationException", "the request body is too large",
+                        NULL);
+        return;
+    }
+    const char *bytes = len ? (const char *)evbuffer_pullup(body, -1) : "";
+    json_error_t jerr;
+    json_t *root = json_loadb(bytes, len, 0, &jerr);
+    json_t *arn = root ? json_object_get(root, "batchInferenceJobArn") : NULL;
+    const char *problem = NULL, *type = "SerializationException";
+    if (!root)
+        problem = "the request body is not valid JSON";
+    else if (!json_is_object(root))
+        problem = "the request body must be a JSON object";
+    else if (!arn || json_is_null(arn))
+        problem = "batchInferenceJobArn is required", type = "InvalidInputException";
+    else if (!json_is_string(arn))
+        problem = "batchInferenceJobArn must be a string";
+    if (problem) {
+        count_early(ROUTE_AWS, PGW_INVALID_ARGUMENT);
+        reply_aws_error(s, req, 400, type, problem, NULL);
+    } else {
+        start_call(s, req, ROUTE_AWS, json_string_value(arn), json_string_length(arn));
+    }
+    json_decref(root);
+}
+
+/* GET /v1/batch-inference-jobs/{arn}: `rest` is the path after the prefix, still encoded. An
+ * ARN whose slash was not encoded is accepted too: the whole rest is the ARN. */
+static void handle_rest(pgw_http_server *s, struct evhttp_request *req, const char *rest)
+{
+    size_t len = 0;
+    char *arn = evhttp_uridecode(rest, 0, &len);
+    if (!arn || strlen(arn) != len) { /* an encoded NUL */
+        count_early(ROUTE_REST, PGW_INVALID_ARGUMENT);
+        reply_rest_error(s, req, PGW_INVALID_ARGUMENT, "the ARN in the path does not decode");
+    } else {
+        start_call(s, req, ROUTE_REST, arn, len);
+    }
+    free(arn);
+}
+
+static void handle_readyz(pgw_http_server *s, struct evhttp_request *req)
+{
+    const char *why = NULL;
+    if (pgw_health_ready(&why)) {
+        reply(s, req, 200, TEXT_TYPE, "ready\n", 6);
+    } else {
+        char text[128];
+        int n = snprintf(text, sizeof(text), "not ready: %s\n", why ? why : "unknown");
+        reply(s, req, 503, TEXT_TYPE, text, (size_t)n < sizeof(text) ? (size_t)n : 0);
+    }
+}
+
+static void handle_metrics(pgw_http_server *s, struct evhttp_request *req)
+{
+    char *text = pgw_metrics_render();
+    if (!text) {
+        reply(s, req, 500, TEXT_TYPE, "out of memory\n", 14);
+        return;
+    }
+    reply(s, req, 200, PGW_METRICS_CONTENT_TYPE, text, strlen(text));
+    free(text);
+}
+
+static void method_not_allowed(pgw_http_server *s, struct evhttp_request *req, const char *allow)
+{
+    set_header(req, "Allow", allow);
+    reply_json(s, req, 405, JSON_TYPE,
+               json_pack("{s:s, s:s+}", "code", "METHOD_NOT_ALLOWED", "message", "use ", allow));
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    pgw_http_server *s = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    if (!path || !*path)
+        path = "/";
+    int get = evhttp_request_get_command(req) == EVHTTP_REQ_GET;
+    int post = evhttp_request_get_command(req) == EVHTTP_REQ_POST;
+
+    if (strcmp(path, "/") == 0) {
+        if (post)
+            handle_aws(s, req);
+        else
+            method_not_allowed(s, req, "POST");
+    } else if (strncmp(path, REST_PREFIX, strlen(REST_PREFIX)) == 0 &&
+               path[strlen(REST_PREFIX)] != '\0') {
+        if (get)
+            handle_rest(s, req, path + strlen(REST_PREFIX));
+        else
+            method_not_allowed(s, req, "GET");
+    } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
+               strcmp(path, "/metrics") == 0) {
+        if (!get)
+            method_not_allowed(s, req, "GET");
+        else if (path[1] == 'h')
+            reply(s, req, 200, TEXT_TYPE, "ok\n", 3);
+        else if (path[1] == 'r')
+            handle_readyz(s, req);
+        else
+            handle_metrics(s, req);
+    } else {
+        reply_json(s, req, 404, JSON_TYPE,
+                   json_pack("{s:s, s:s}", "code", "NOT_FOUND", "message",
+                             "no such path; see GET /v1/batch-inference-jobs/{arn} or POST /"));
+    }
+}
+
+/* --- lifecycle --- */
+
+pgw_http_server *pgw_http_server_new(const pgw_http_server_options *options, char *err,
+                                     size_t err_len)
+{
+    pgw_http_server *s = calloc(1, sizeof(*s));
+    if (!s) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    s->options = *options;
+    s->base = pgw_loop_base(options->loop);
+    s->early_close = (event_base_get_features(s->base) & EV_FEATURE_EARLY_CLOSE) != 0;
+    s->http = evhttp_new(s->base);
+    if (!s->http) {
+        snprintf(err, err_len, "cannot create the HTTP server");
+        goto fail;
+    }
+    evhttp_set_max_headers_size(s->http, (ev_ssize_t)options->max_header_bytes);
+    evhttp_set_max_body_size(s->http, (ev_ssize_t)options->max_body_bytes);
+    struct timeval tv = {options->request_timeout_ms / 1000,
+                         (options->request_timeout_ms % 1000) * 1000};
+    evhttp_set_timeout_tv(s->http, &tv);
+    /* Answer methods we do not serve with our own 405 rather than evhttp's 501. */
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    /* Read an oversized body to its end before the 413, so the client sees the answer
+     * instead of a connection reset. */
+    evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
+    evhttp_set_gencb(s->http, on_request, s);
+
+    /* host:port, the host possibly in [brackets] (IPv6). */
+    const char *colon = strrchr(options->addr, ':');
+    char host[256];
+    size_t host_len = colon ? (size_t)(colon - options->addr) : 0;
+    const char *h = options->addr;
+    if (host_len >= 2 && h[0] == '[' && h[host_len - 1] == ']') {
+        h++;
+        host_len -= 2;
+    }
+    long port = colon ? strtol(colon + 1, NULL, 10) : -1;
+    if (!colon || host_len == 0 || host_len >= sizeof(host) || port < 0 || port > 65535) {
+        snprintf(err, err_len, "--http-addr: not a host:port address: %s", options->addr);
+        goto fail;
+    }
+    memcpy(host, h, host_len);
+    host[host_len] = '\0';
+    s->listener = evhttp_bind_socket_with_handle(s->http, host, (ev_uint16_t)port);
+    if (!s->listener) {
+        snprintf(err, err_len, "--http-addr: cannot listen on %s", options->addr);
+        goto fail;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(evhttp_bound_socket_get_fd(s->listener), (struct sockaddr *)&ss, &sl) == 0)
+        s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    return s;
+fail:
+    pgw_http_server_free(s);
+    return NULL;
+}
+
+int pgw_http_server_port(const pgw_http_server *s)
+{
+    return s->port;
+}
+
+int pgw_http_server_in_flight(const pgw_http_server *s)
+{
+    return atomic_load(&s->in_flight);
+}
+
+/* Loop thread: stop accepting; keep the open connections for the answers still due. */
+static void close_listener(void *arg)
+{
+    pgw_http_server *s = arg;
+    if (s->listener) {
+        evhttp_del_accept_socket(s->http, s->listener);
+        s->listener = NULL;
+    }
+}
+
+void pgw_http_server_stop_accepting(pgw_http_server *s)
+{
+    if (atomic_exchange(&s->draining, 1) == 0)
+        pgw_loop_post(s->options.loop, close_listener, s);
+}
+
+int pgw_http_server_shutdown(pgw_http_server *s, int grace_ms)
+{
+    pgw_http_server_stop_accepting(s);
+    int64_t until = pgw_now_mono_ms() + grace_ms;
+    while (atomic_load(&s->in_flight) > 0 && pgw_now_mono_ms() < until) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return atomic_load(&s->in_flight);
+}
+
+void pgw_http_server_free(pgw_http_server *s)
+{
+    if (!s)
+        return;
+    /* evhttp_free closes every connection; a call still waiting is dropped by its close
+     * callback (on_connection_close), before its request is freed. */
+    if (s->http)
+        evhttp_free(s->http);
+    free(s);
+}

@@ -1,0 +1,334 @@
+#include "service/metrics.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef PGW_VERSION
+#define PGW_VERSION "unknown"
+#endif
+
+#define METHOD "DescribeBatchInferenceJob"
+
+/* --- label sets: the last entry of each is "other", where unknown values go --- */
+
+static const char *const FRONTENDS[] = {"grpc", "http_aws", "http_rest", "other"};
+#define N_FRONTENDS 4
+static const char *const TIERS[] = {"l1", "redis", "other"};
+#define N_TIERS 3
+static const char *const OUTCOMES[] = {"ok",           "not_found", "client_error",
+                                       "server_error", "throttled", "transport_error",
+                                       "timeout",      "other"};
+#define N_OUTCOMES 8
+static const char *const REDIS_KINDS[] = {"timeout", "error", "breaker_open", "other"};
+#define N_REDIS_KINDS 4
+static const char *const CRED_SOURCES[] = {"environment", "profile", "web_identity",
+                                           "container",   "imds",    "process",
+                                           "static",      "none",    "other"};
+#define N_CRED_SOURCES 9
+static const char *const SCOPES[] = {"caller", "upstream", "other"};
+#define N_SCOPES 3
+static const char *const DECISIONS[] = {"allow", "deny", "unauthenticated", "other"};
+#define N_DECISIONS 4
+
+/* Code values are the canonical RPC codes, 0..16. */
+#define N_CODES 17
+
+/* Returns the index of `value` in `set` (n entries, the last being "other"). */
+static int label_index(const char *const *set, int n, const char *value)
+{
+    if (value)
+        for (int i = 0; i < n - 1; i++)
+            if (strcmp(set[i], value) == 0)
+                return i;
+    return n - 1;
+}
+
+/* --- histograms --- */
+
+/* Seconds; from a 1 ms L1 hit to a 10 s call that ran into retries and timeouts. */
+static const double BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                 0.25,  0.5,    1,     2.5,  5,     10};
+#define N_BUCKETS 13
+
+typedef struct histogram {
+    atomic_uint_fast64_t bucket[N_BUCKETS + 1]; /* per bucket (not cumulative); last is +Inf */
+    atomic_uint_fast64_t sum_us;                /* microseconds: integer atomics, no CAS loop */
+} histogram;
+
+static void observe(histogram *h, double seconds)
+{
+    if (!(seconds >= 0)) /* negative or NaN: a clock oddity, count it as zero */
+        seconds = 0;
+    int i = 0;
+    while (i < N_BUCKETS && seconds > BUCKETS[i])
+        i++;
+    atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
+    double us = seconds * 1e6;
+    atomic_fetch_add_explicit(&h->sum_us, us < 1.8e19 ? (uint_fast64_t)us : 0,
+                              memory_order_relaxed);
+}
+
+/* --- the registry --- */
+
+static struct registry {
+    atomic_uint_fast64_t requests[N_FRONTENDS][N_CODES];
+    histogram request_duration[N_FRONTENDS];
+    atomic_int_fast64_t in_flight[N_FRONTENDS];
+    atomic_uint_fast64_t cache[N_TIERS][2]; /* [tier][0 miss, 1 hit] */
+    atomic_uint_fast64_t stale_served;
+    atomic_uint_fast64_t coalesced;
+    atomic_uint_fast64_t upstream[N_OUTCOMES];
+    histogram upstream_duration;
+    atomic_uint_fast64_t upstream_retries;
+    atomic_uint_fast64_t redis_errors[N_REDIS_KINDS];
+    atomic_int breaker_state;
+    atomic_int cred_source;              /* index into CRED_SOURCES, or -1 before the first set */
+    atomic_uint_fast64_t cred_expiry_ms; /* epoch ms; 0 = does not expire */
+    atomic_uint_fast64_t rate_limited[N_SCOPES];
+    atomic_uint_fast64_t auth[N_DECISIONS];
+} reg = {.cred_source = -1};
+
+void pgw_metrics_request(const char *frontend, pgw_code code, double seconds)
+{
+    int f = label_index(FRONTENDS, N_FRONTENDS, frontend);
+    int c = (int)code >= 0 && (int)code < N_CODES ? (int)code : PGW_UNKNOWN;
+    atomic_fetch_add_explicit(&reg.requests[f][c], 1, memory_order_relaxed);
+    observe(&reg.request_duration[f], seconds);
+}
+
+void pgw_metrics_in_flight(const char *frontend, int delta)
+{
+    int f = label_index(FRONTENDS, N_FRONTENDS, frontend);
+    atomic_fetch_add_explicit(&reg.in_flight[f], delta, memory_order_relaxed);
+}
+
+void pgw_metrics_cache_lookup(const char *tier, int hit)
+{
+    int t = label_index(TIERS, N_TIERS, tier);
+    atomic_fetch_add_explicit(&reg.cache[t][hit ? 1 : 0], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_cache_stale_served(void)
+{
+    atomic_fetch_add_explicit(&reg.stale_served, 1, memory_order_relaxed);
+}
+
+void pgw_metrics_coalesced_waiters(uint64_t n)
+{
+    atomic_fetch_add_explicit(&reg.coalesced, n, memory_order_relaxed);
+}
+
+void pgw_metrics_upstream(const char *outcome, double seconds)
+{
+    int o = label_index(OUTCOMES, N_OUTCOMES, outcome);
+    atomic_fetch_add_explicit(&reg.upstream[o], 1, memory_order_relaxed);
+    observe(&reg.upstream_duration, seconds);
+}
+
+void pgw_metrics_upstream_retry(void)
+{
+    atomic_fetch_add_explicit(&reg.upstream_retries, 1, memory_order_relaxed);
+}
+
+void pgw_metrics_redis_error(const char *kind)
+{
+    int k = label_index(REDIS_KINDS, N_REDIS_KINDS, kind);
+    atomic_fetch_add_explicit(&reg.redis_errors[k], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_set_redis_breaker_state(int state)
+{
+    atomic_store_explicit(&reg.breaker_state, state, memory_order_relaxed);
+}
+
+void pgw_metrics_set_credentials(const char *source, double expiry_unix_seconds)
+{
+    double ms = expiry_unix_seconds * 1000.0;
+    atomic_store(&reg.cred_expiry_ms, ms > 0 && ms < 1.8e19 ? (uint_fast64_t)ms : 0);
+    atomic_store(&reg.cred_source, label_index(CRED_SOURCES, N_CRED_SOURCES, source));
+}
+
+void pgw_metrics_rate_limited(const char *scope)
+{
+    int s = label_index(SCOPES, N_SCOPES, scope);
+    atomic_fetch_add_explicit(&reg.rate_limited[s], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_auth_decision(const char *decision)
+{
+    int d = label_index(DECISIONS, N_DECISIONS, decision);
+    atomic_fetch_add_explicit(&reg.auth[d], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_reset(void)
+{
+    /* Every field is an atomic integer whose zero is all-bits-zero; the rest restarts here. */
+    memset(&reg, 0, sizeof(reg));
+    atomic_store(&reg.cred_source, -1);
+}
+
+/* --- rendering --- */
+
+static uint64_t load(atomic_uint_fast64_t *v)
+{
+    return (uint64_t)atomic_load_explicit(v, memory_order_relaxed);
+}
+
+static void header(FILE *out, const char *name, const char *type, const char *help)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* One histogram's series. `labels` is "" or `name="value",` (with the trailing comma). */
+static void render_histogram(FILE *out, const char *name, const char *labels, histogram *h)
+{
+    uint64_t cumulative = 0;
+    for (int i = 0; i <= N_BUCKETS; i++) {
+        cumulative += load(&h->bucket[i]);
+        if (i < N_BUCKETS)
+            fprintf(out, "%s_bucket{%sle=\"%g\"} %llu\n", name, labels, BUCKETS[i],
+                    (unsigned long long)cumulative);
+        else
+            fprintf(out, "%s_bucket{%sle=\"+Inf\"} %llu\n", name, labels,
+                    (unsigned long long)cumulative);
+    }
+    /* The count is the +Inf bucket, so the two always agree within one scrape. */
+    char bare[64] = "";
+    size_t n = strlen(labels);
+    if (n > 0 && n < sizeof(bare)) {
+        memcpy(bare, labels, n - 1); /* drop the trailing comma */
+        bare[n - 1] = '\0';
+    }
+    fprintf(out, "%s_sum%s%s%s %.6f\n", name, n ? "{" : "", bare, n ? "}" : "",
+            (double)load(&h->sum_us) / 1e6);
+    fprintf(out, "%s_count%s%s%s %llu\n", name, n ? "{" : "", bare, n ? "}" : "",
+            (unsigned long long)cumulative);
+}
+
+/* A counter with one label, every value of the set rendered (zeros included) so that rate()
+ * sees a series from the start. */
+static void render_labelled(FILE *out, const char *name, const char *label, const char *const *set,
+                            int n, atomic_uint_fast64_t *values)
+{
+    for (int i = 0; i < n; i++)
+        fprintf(out, "%s{%s=\"%s\"} %llu\n", name, label, set[i],
+                (unsigned long long)load(&values[i]));
+}
+
+static const pgw_code ALL_CODES[] = {
+    PGW_OK,
+    PGW_CANCELLED,
+    PGW_UNKNOWN,
+    PGW_INVALID_ARGUMENT,
+    PGW_DEADLINE_EXCEEDED,
+    PGW_NOT_FOUND,
+    PGW_PERMISSION_DENIED,
+    PGW_RESOURCE_EXHAUSTED,
+    PGW_UNIMPLEMENTED,
+    PGW_INTERNAL,
+    PGW_UNAVAILABLE,
+    PGW_UNAUTHENTICATED,
+};
+
+char *pgw_metrics_render(void)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    if (!out)
+        return NULL;
+
+    header(out, "pgw_build_info", "gauge", "Build information; the value is always 1.");
+    fprintf(out, "pgw_build_info{version=\"%s\"} 1\n", PGW_VERSION);
+
+    header(out, "pgw_requests_total", "counter",
+           "DescribeBatchInferenceJob calls answered, by frontend and result code.");
+    for (int f = 0; f < N_FRONTENDS; f++) {
+        for (size_t i = 0; i < sizeof(ALL_CODES) / sizeof(ALL_CODES[0]); i++) {
+            pgw_code c = ALL_CODES[i];
+            uint64_t v = load(&reg.requests[f][c]);
+            /* Only OK is always shown: 4 frontends x 12 codes of zeros would drown the page. */
+            if (v == 0 && c != PGW_OK)
+                continue;
+            fprintf(out, "pgw_requests_total{method=\"%s\",frontend=\"%s\",code=\"%s\"} %llu\n",
+                    METHOD, FRONTENDS[f], pgw_code_name(c), (unsigned long long)v);
+        }
+    }
+
+    header(out, "pgw_request_duration_seconds", "histogram",
+           "Time from receiving a DescribeBatchInferenceJob call to answering it, by frontend.");
+    for (int f = 0; f < N_FRONTENDS; f++) {
+        char labels[48];
+        snprintf(labels, sizeof(labels), "frontend=\"%s\",", FRONTENDS[f]);
+        render_histogram(out, "pgw_request_duration_seconds", labels, &reg.request_duration[f]);
+    }
+
+    header(out, "pgw_in_flight_requests", "gauge", "Calls being served now, by frontend.");
+    for (int f = 0; f < N_FRONTENDS; f++)
+        fprintf(out, "pgw_in_flight_requests{frontend=\"%s\"} %lld\n", FRONTENDS[f],
+                (long long)atomic_load_explicit(&reg.in_flight[f], memory_order_relaxed));
+
+    header(out, "pgw_cache_requests_total", "counter", "Cache lookups, by tier and result.");
+    for (int t = 0; t < N_TIERS; t++)
+        for (int hit = 1; hit >= 0; hit--)
+            fprintf(out, "pgw_cache_requests_total{tier=\"%s\",result=\"%s\"} %llu\n", TIERS[t],
+                    hit ? "hit" : "miss", (unsigned long long)load(&reg.cache[t][hit]));
+
+    header(out, "pgw_cache_stale_served_total", "counter",
+           "Answers served from a stale cache entry because the upstream failed.");
+    fprintf(out, "pgw_cache_stale_served_total %llu\n",
+            (unsigned long long)load(&reg.stale_served));
+
+    header(out, "pgw_coalesced_waiters_total", "counter",
+           "Callers answered by another caller's upstream fetch instead of their own.");
+    fprintf(out, "pgw_coalesced_waiters_total %llu\n", (unsigned long long)load(&reg.coalesced));
+
+    header(out, "pgw_upstream_requests_total", "counter",
+           "Upstream (Amazon Personalize) attempts, by outcome.");
+    render_labelled(out, "pgw_upstream_requests_total", "outcome", OUTCOMES, N_OUTCOMES,
+                    reg.upstream);
+
+    header(out, "pgw_upstream_request_duration_seconds", "histogram",
+           "Duration of each upstream attempt.");
+    render_histogram(out, "pgw_upstream_request_duration_seconds", "", &reg.upstream_duration);
+
+    header(out, "pgw_upstream_retries_total", "counter", "Upstream attempts that were retried.");
+    fprintf(out, "pgw_upstream_retries_total %llu\n",
+            (unsigned long long)load(&reg.upstream_retries));
+
+    header(out, "pgw_redis_errors_total", "counter", "Redis commands failed or skipped, by kind.");
+    render_labelled(out, "pgw_redis_errors_total", "kind", REDIS_KINDS, N_REDIS_KINDS,
+                    reg.redis_errors);
+
+    header(out, "pgw_redis_breaker_state", "gauge",
+           "Redis circuit breaker: 0 closed, 1 open, 2 half-open.");
+    fprintf(out, "pgw_redis_breaker_state %d\n",
+            atomic_load_explicit(&reg.breaker_state, memory_order_relaxed));
+
+    int src = atomic_load(&reg.cred_source);
+    header(out, "pgw_credentials_info", "gauge",
+           "Where the current AWS credentials came from; the value is always 1.");
+    if (src >= 0 && src < N_CRED_SOURCES)
+        fprintf(out, "pgw_credentials_info{source=\"%s\"} 1\n", CRED_SOURCES[src]);
+    header(out, "pgw_credentials_expiry_timestamp_seconds", "gauge",
+           "Expiry of the current temporary AWS credentials, in Unix seconds.");
+    uint64_t expiry_ms = load(&reg.cred_expiry_ms);
+    if (src >= 0 && src < N_CRED_SOURCES && expiry_ms)
+        fprintf(out, "pgw_credentials_expiry_timestamp_seconds{source=\"%s\"} %.3f\n",
+                CRED_SOURCES[src], (double)expiry_ms / 1000.0);
+
+    header(out, "pgw_rate_limited_total", "counter", "Calls refused by a rate limit, by scope.");
+    render_labelled(out, "pgw_rate_limited_total", "scope", SCOPES, N_SCOPES, reg.rate_limited);
+
+    header(out, "pgw_auth_decisions_total", "counter", "Authorization decisions, by decision.");
+    render_labelled(out, "pgw_auth_decisions_total", "decision", DECISIONS, N_DECISIONS, reg.auth);
+
+    if (fclose(out) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}

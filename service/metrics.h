@@ -1,0 +1,76 @@
+/* metrics: the gateway's Prometheus metrics, one fixed registry for the whole process.
+ *
+ * One function per event. Every function is safe from any thread and takes no lock: each
+ * series is a C11 atomic in a static table, so calling them on the hot path costs a few atomic
+ * adds. Label values come from fixed, known sets; anything else is counted as "other", so the
+ * number of series is bounded whatever the callers pass.
+ *
+ * pgw_metrics_render() produces the Prometheus text exposition format (version 0.0.4) served
+ * on GET /metrics. */
+#ifndef PGW_METRICS_H
+#define PGW_METRICS_H
+
+#include <stdint.h>
+
+#include "service/status.h"
+
+/* Content-Type of pgw_metrics_render()'s output. */
+#define PGW_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+/* One finished DescribeBatchInferenceJob call: pgw_requests_total{method,frontend,code} and the
+ * pgw_request_duration_seconds{frontend} histogram. frontend: "grpc", "http_aws" or
+ * "http_rest". */
+void pgw_metrics_request(const char *frontend, pgw_code code, double seconds);
+
+/* Adds delta (+1 when a call starts, -1 when it ends) to pgw_in_flight_requests{frontend}. */
+void pgw_metrics_in_flight(const char *frontend, int delta);
+
+/* One cache tier consulted: pgw_cache_requests_total{tier,result}. tier: "l1" or "redis";
+ * result is "hit" when hit is nonzero, else "miss". */
+void pgw_metrics_cache_lookup(const char *tier, int hit);
+
+/* A stale cache entry answered because the upstream failed: pgw_cache_stale_served_total. */
+void pgw_metrics_cache_stale_served(void);
+
+/* n callers were answered by another caller's upstream fetch: pgw_coalesced_waiters_total. */
+void pgw_metrics_coalesced_waiters(uint64_t n);
+
+/* One upstream attempt finished: pgw_upstream_requests_total{outcome} and the
+ * pgw_upstream_request_duration_seconds histogram. outcome: "ok", "not_found",
+ * "client_error", "server_error", "throttled", "transport_error" or "timeout". */
+void pgw_metrics_upstream(const char *outcome, double seconds);
+
+/* An upstream attempt is being retried: pgw_upstream_retries_total. */
+void pgw_metrics_upstream_retry(void);
+
+/* A Redis command failed or was skipped: pgw_redis_errors_total{kind}. kind: "timeout",
+ * "error" or "breaker_open". */
+void pgw_metrics_redis_error(const char *kind);
+
+/* Sets the pgw_redis_breaker_state gauge: 0 closed, 1 open, 2 half-open. */
+void pgw_metrics_set_redis_breaker_state(int state);
+
+/* Records where the current AWS credentials came from and when they expire:
+ * pgw_credentials_info{source} = 1 and pgw_credentials_expiry_timestamp_seconds{source}
+ * (absent for credentials that do not expire: pass 0). source: "environment", "profile",
+ * "web_identity", "container", "imds", "process", "static" or "none" (no credentials). */
+void pgw_metrics_set_credentials(const char *source, double expiry_unix_seconds);
+
+/* A call was refused by a rate limit: pgw_rate_limited_total{scope}. scope: "caller" or
+ * "upstream". */
+void pgw_metrics_rate_limited(const char *scope);
+
+/* One authorization decision: pgw_auth_decisions_total{decision}. decision: "allow", "deny"
+ * or "unauthenticated". */
+void pgw_metrics_auth_decision(const char *decision);
+
+/* Renders every metric, with HELP and TYPE lines, in the Prometheus text exposition format
+ * (PGW_METRICS_CONTENT_TYPE). Returns a malloc'd NUL-terminated string the caller frees with
+ * free(), or NULL if out of memory. Values read concurrently with updates are each exact, but
+ * a scrape is not one atomic snapshot (as with every Prometheus client). */
+char *pgw_metrics_render(void);
+
+/* Zeroes every series. For unit tests only: racing updates may survive it. */
+void pgw_metrics_reset(void);
+
+#endif
