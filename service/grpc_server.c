@@ -20,6 +20,7 @@
 #include "service/identity.h"
 #include "service/log.h"
 #include "service/metrics.h"
+#include "service/metrics.h"
 
 #define SERVICE_NAME    "personalize_gateway.v1.PersonalizeGateway"
 #define DESCRIBE_METHOD "/" SERVICE_NAME "/DescribeBatchInferenceJob"
@@ -71,7 +72,7 @@ struct rpc {
     size_t arn_len;
     int no_cache;
     int64_t deadline_ms;
-    int64_t started_ms;
+    int64_t started_us;
     /* the caller, taken on the CQ thread from its certificate or the trusted header */
     char identity[PGW_IDENTITY_MAX_LEN + 1];
     int has_identity;
@@ -241,11 +242,25 @@ static void log_call(const rpc *r, pgw_code code, pgw_cache_source source)
     if (!pgw_log_enabled(PGW_LOG_DEBUG))
         return;
     pgw_log(PGW_LOG_DEBUG, "call",
-            json_pack("{s:s, s:s, s:s#, s:s, s:I}", "frontend", "grpc", "method",
-                      "DescribeBatchInferenceJob", "arn", r->arn, (int)r->arn_len, "code",
-                      pgw_code_name(code), "latency_us",
-                      (json_int_t)((pgw_now_mono_ms() - r->started_ms) * 1000)));
+            json_pack("{s:s, s:s, s:s#, s:s?, s:s, s:I}", "frontend", "grpc", "method",
+                      "DescribeBatchInferenceJob", "arn", r->arn, (int)r->arn_len, "identity",
+                      r->has_identity ? r->identity : NULL, "code", pgw_code_name(code),
+                      "latency_us", (json_int_t)(pgw_now_mono_us() - r->started_us)));
     (void)source;
+}
+
+/* Counts a describe call once, when it is answered or abandoned. */
+static void account(rpc *r, pgw_code code)
+{
+    pgw_metrics_request("grpc", code, (double)(pgw_now_mono_us() - r->started_us) / 1e6);
+    pgw_metrics_in_flight("grpc", -1);
+}
+
+/* Answers a describe call that never reached lookup. */
+static void reject(rpc *r, grpc_status_code code, const char *message)
+{
+    account(r, (pgw_code)code);
+    send_answer(r, code, message);
 }
 
 static void on_lookup_done(const pgw_lookup_result *res, void *user_data)
@@ -254,6 +269,7 @@ static void on_lookup_done(const pgw_lookup_result *res, void *user_data)
     r->lookup = NULL;
     r->answered = 1;
     log_call(r, res->code, res->source);
+    account(r, res->code);
     if (res->code == PGW_OK) {
         /* DescribeBatchInferenceJobResponse is field 1 (length-delimited) around the packed
          * job, so the cached bytes go out as they are, with no unpack and re-pack. */
@@ -312,6 +328,7 @@ static void loop_cancel(void *arg)
     rpc *r = arg;
     if (!r->answered) {
         r->answered = 1;
+        account(r, PGW_CANCELLED);
         if (r->lookup) {
             pgw_lookup_cancel(r->lookup);
             r->lookup = NULL;
@@ -387,21 +404,22 @@ static void refuse_unauthenticated(rpc *r)
             .frontend = "grpc",
             .decision = PGW_AUDIT_UNAUTHENTICATED,
             .code = PGW_UNAUTHENTICATED,
-            .latency_us = (pgw_now_mono_ms() - r->started_ms) * 1000,
+            .latency_us = pgw_now_mono_us() - r->started_us,
         };
         pgw_audit_log(r->server->options.audit, &rec);
     }
-    send_answer(r, GRPC_STATUS_UNAUTHENTICATED,
-                r->server->options.tls_client_ca_file
-                    ? "this gateway requires a client certificate signed by its client CA"
-                    : "this gateway requires a caller identity");
+    reject(r, GRPC_STATUS_UNAUTHENTICATED,
+           r->server->options.tls_client_ca_file
+               ? "this gateway requires a client certificate signed by its client CA"
+               : "this gateway requires a caller identity");
 }
 
 static void on_new_describe(rpc *r)
 {
     pgw_grpc_server *s = r->server;
     atomic_fetch_add(&s->in_flight, 1);
-    r->started_ms = pgw_now_mono_ms();
+    r->started_us = pgw_now_mono_us();
+    pgw_metrics_in_flight("grpc", 1);
     if (watch_close(r) != 0) {
         rpc_unref(r);
         return;
@@ -413,14 +431,14 @@ static void on_new_describe(rpc *r)
         return;
     }
     if (!r->payload) {
-        send_answer(r, GRPC_STATUS_INVALID_ARGUMENT, "the request carried no message");
+        reject(r, GRPC_STATUS_INVALID_ARGUMENT, "the request carried no message");
         rpc_unref(r);
         return;
     }
     PersonalizeGateway__V1__DescribeBatchInferenceJobRequest *req = read_request(r->payload);
     if (!req) {
-        send_answer(r, GRPC_STATUS_INVALID_ARGUMENT,
-                    "the request is not a valid DescribeBatchInferenceJobRequest message");
+        reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+               "the request is not a valid DescribeBatchInferenceJobRequest message");
         rpc_unref(r);
         return;
     }
@@ -434,7 +452,7 @@ static void on_new_describe(rpc *r)
 
     /* The new-call reference becomes the loop's. */
     if (pgw_loop_post(s->options.loop, loop_start_lookup, r) != 0) {
-        send_answer(r, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
+        reject(r, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
         rpc_unref(r);
     }
 }

@@ -25,6 +25,7 @@
 #include "service/aws/personalize.h"
 #include "service/clock.h"
 #include "service/lookup_internal.h"
+#include "service/metrics.h"
 
 #define L1_PREFIX_LEN 8
 
@@ -213,6 +214,7 @@ static int answer_stale(pgw_lookup_req *req)
         !pgw_cache_entry_is_stale_usable(&e, pgw_now_wall_ms()))
         return 0;
     req->lookup->stats.stale_served++;
+    pgw_metrics_cache_stale_served();
     uint8_t *bytes = req->stale;
     size_t len = req->stale_len;
     req->stale = NULL; /* answer_from_entry frees req; keep the bytes alive through it */
@@ -374,6 +376,7 @@ static void join_fetch(pgw_lookup_req *req)
     }
     if (!leader) {
         lk->stats.coalesced_waiters++;
+        pgw_metrics_coalesced_waiters(1);
         return;
     }
     fetch *f = calloc(1, sizeof(*f));
@@ -414,6 +417,7 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
             int64_t now = pgw_now_wall_ms();
             if (pgw_cache_entry_is_fresh(&e, now)) {
                 lk->stats.redis_hits++;
+                pgw_metrics_cache_lookup("redis", 1);
                 l1_store(lk, req->arn, value, len, e.fresh_until_ms, e.stale_until_ms);
                 answer_from_entry(req, value, len, PGW_SOURCE_REDIS);
                 return;
@@ -423,11 +427,21 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
         }
         /* A value that does not decode (corrupt, foreign, older format) is a miss. */
         lk->stats.redis_misses++;
+        pgw_metrics_cache_lookup("redis", 0);
     } else if (result == PGW_REDIS_MISS) {
         lk->stats.redis_misses++;
+        pgw_metrics_cache_lookup("redis", 0);
     } else {
         lk->stats.redis_errors++;
+        pgw_redis_tier_stats rs;
+        pgw_redis_tier_stats_get(lk->redis, &rs);
+        pgw_metrics_redis_error(rs.breaker == PGW_REDIS_BREAKER_CLOSED ? "error" : "breaker_open");
     }
+    pgw_redis_tier_stats rs;
+    pgw_redis_tier_stats_get(lk->redis, &rs);
+    pgw_metrics_set_redis_breaker_state(rs.breaker == PGW_REDIS_BREAKER_CLOSED ? 0
+                                        : rs.breaker == PGW_REDIS_BREAKER_OPEN ? 1
+                                                                               : 2);
     join_fetch(req);
 }
 
@@ -447,6 +461,7 @@ static int try_l1(pgw_lookup_req *req)
         if (pgw_cache_entry_decode(v + L1_PREFIX_LEN, len - L1_PREFIX_LEN, &e) == 0) {
             if (now < serve_until && pgw_cache_entry_is_fresh(&e, pgw_now_wall_ms())) {
                 lk->stats.l1_hits++;
+                pgw_metrics_cache_lookup("l1", 1);
                 /* Copy: the L1 buffer is only borrowed and answering may touch L1. */
                 uint8_t *copy = malloc(len - L1_PREFIX_LEN);
                 if (copy) {
@@ -461,6 +476,7 @@ static int try_l1(pgw_lookup_req *req)
         }
     }
     lk->stats.l1_misses++;
+    pgw_metrics_cache_lookup("l1", 0);
     return 0;
 }
 

@@ -91,13 +91,17 @@ int pgw_loop_post(pgw_loop *loop, pgw_loop_fn fn, void *arg)
         free(task);
         return -1;
     }
+    int was_empty = loop->head == NULL;
     if (loop->tail)
         loop->tail->next = task;
     else
         loop->head = task;
     loop->tail = task;
     pthread_mutex_unlock(&loop->mu);
-    event_active(loop->wakeup, 0, 0);
+    /* Waking the loop costs a syscall; when tasks are already queued, a wake-up is already
+     * pending and run_posted will take this one too. */
+    if (was_empty)
+        event_active(loop->wakeup, 0, 0);
     return 0;
 }
 

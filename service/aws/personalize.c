@@ -16,6 +16,7 @@
 #include "service/aws/sigv4.h"
 #include "service/clock.h"
 #include "service/log.h"
+#include "service/metrics.h"
 
 /* AWS "standard" retry mode (botocore retries/standard.py). */
 #define RETRY_QUOTA_CAPACITY 500
@@ -62,6 +63,7 @@ struct pgw_personalize_call {
     int cred_pending;      /* a credentials get is outstanding (its callback will come) */
     int cancelled;         /* cancelled while cred_pending: on_credentials frees the call */
     pgw_http_transfer *transfer;
+    int64_t attempt_started_ms;
     struct event *timer; /* backoff, and deferred delivery */
 
     /* the final answer, delivered from the timer so callbacks never run inside _describe */
@@ -208,6 +210,7 @@ static int schedule_retry(pgw_personalize_call *call, int timeout)
     c->retry_quota -= cost;
     call->quota_spent += cost;
     c->stats.retries++;
+    pgw_metrics_upstream_retry();
     call->state = CALL_BACKING_OFF;
     struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
     evtimer_add(call->timer, &tv);
@@ -269,11 +272,13 @@ static void on_response(const pgw_http_response *resp, void *user_data)
     pgw_personalize_call *call = user_data;
     pgw_personalize *c = call->client;
     call->transfer = NULL; /* the http client frees it after this returns */
+    double seconds = (double)(pgw_now_mono_ms() - call->attempt_started_ms) / 1000.0;
     const char *request_id =
         resp->transport_error ? NULL : pgw_http_response_header(resp, "x-amzn-RequestId");
 
     if (resp->transport_error) {
         c->stats.transport_errors++;
+        pgw_metrics_upstream(resp->timed_out ? "timeout" : "transport_error", seconds);
         if (call->deadline_ms && remaining_ms(call) <= 0) {
             finish_error(call, PGW_DEADLINE_EXCEEDED, NULL, NULL,
                          "deadline exceeded waiting for AWS Personalize");
@@ -287,6 +292,7 @@ static void on_response(const pgw_http_response *resp, void *user_data)
         return;
     }
     if (resp->status == 200) {
+        pgw_metrics_upstream("ok", seconds);
         handle_success(call, resp, request_id);
         return;
     }
@@ -300,6 +306,11 @@ static void on_response(const pgw_http_response *resp, void *user_data)
         c->stats.client_errors++;
     if (e.throttling)
         c->stats.throttled++;
+    pgw_metrics_upstream(e.throttling                ? "throttled"
+                         : e.status == PGW_NOT_FOUND ? "not_found"
+                         : resp->status >= 500       ? "server_error"
+                                                     : "client_error",
+                         seconds);
 
     if (e.expired_token && !call->refreshed_expired) {
         /* The credentials expired under us: refresh once and retry at once. */
@@ -425,6 +436,7 @@ static void send_attempt(pgw_personalize_call *call, pgw_credentials *creds)
         call->transfer = pgw_http_start(c->http, &hreq, on_response, call);
         if (call->transfer) {
             call->attempts++;
+            call->attempt_started_ms = pgw_now_mono_ms();
             c->stats.attempts++;
             call->state = CALL_IN_TRANSFER;
         }

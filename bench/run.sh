@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Reproducible benchmark of cached lookups over gRPC on loopback (see bench/README.md).
+#
+#   bench/run.sh            # ~2 minutes; prints a Markdown table of the results
+#
+# Builds an optimised gateway and the floor server (a trivial gRPC core server answering a
+# fixed message), starts the AWS fake and redis-server on free loopback ports, and drives each
+# with h2load (nghttp2-client): plain gRPC unary calls over HTTP/2.
+#   floor    the trivial server, same threading as the gateway
+#   l1       gateway, every call an in-process (L1) hit
+#   redis    gateway with --l1-max-entries 0: every call a Redis hit
+#   stampede gateway, every call `cache-control: no-cache` for one ARN: coalesced upstream reads
+# then the latency of L1 hits at half the measured L1 rate (--rps), for p50/p99.
+# h2load counts any HTTP 200 as success, whatever the grpc-status, so successes are also
+# counted by the gateway itself (pgw_requests_total{code="OK"} on /metrics).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REQUESTS=${REQUESTS:-200000}
+CLIENTS=${CLIENTS:-16}
+STREAMS=${STREAMS:-16}
+command -v h2load >/dev/null || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo;
+  $sudo apt-get install -y -qq nghttp2-client >/dev/null; }
+scripts/install-deps
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/release -j"$(nproc)" --target personalize-gateway pgw-bench-fixed-server >/dev/null
+
+work=$(mktemp -d -t pgw-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+ARN="arn:aws:personalize:us-east-1:123456789012:batch-inference-job/bench"
+PATH_="/personalize_gateway.v1.PersonalizeGateway/DescribeBatchInferenceJob"
+# The request body: gRPC's 5-byte frame header, then the serialized request.
+echo "batch_inference_job_arn: \"$ARN\"" |
+  protoc -I proto -I /usr/include --encode=personalize_gateway.v1.DescribeBatchInferenceJobRequest \
+    proto/personalize_gateway/v1/personalize_gateway.proto > "$work/req.pb"
+/usr/bin/python3 -c 'import sys,struct; b=open(sys.argv[1],"rb").read(); sys.stdout.buffer.write(b"\0"+struct.pack(">I",len(b))+b)' \
+  "$work/req.pb" > "$work/req.bin"
+
+export FAKE_AWS_ACCESS_KEY_ID=AKIDBENCH FAKE_AWS_SECRET_ACCESS_KEY=bench-secret-key
+/usr/bin/python3 tests/fakes/fake_personalize.py --port 0 --port-file "$work/fake.port" >/dev/null 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/fake.port" ] && break; sleep 0.1; done
+fake="http://127.0.0.1:$(cat "$work/fake.port")"
+curl -s -XPOST "$fake/__control/jobs" -d "{\"arn\":\"$ARN\",\"status\":\"ACTIVE\"}" >/dev/null
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+pids+=($!)
+wait_port "$redis_port"
+
+h2() { # port log-file [extra h2load args...]
+  local port=$1 log=$2; shift 2
+  h2load -n "$REQUESTS" -c "$CLIENTS" -m "$STREAMS" -t 1 -d "$work/req.bin" \
+    -H 'content-type: application/grpc' -H 'te: trailers' --log-file="$log" "$@" \
+    "http://127.0.0.1:$port$PATH_" > "$work/h2load.out"
+  local rps; rps=$(awk '/^finished in/ {for (i=1;i<=NF;i++) if ($i ~ /req\/s/) print $(i-1)}' "$work/h2load.out")
+  local lat; lat=$(sort -n -k3,3 "$log" | awk '{a[NR]=$3} END {printf "%.0f %.0f", a[int(NR*0.5)], a[int(NR*0.99)]}')
+  echo "$rps $lat"
+}
+ok_count() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^pgw_requests_total\{.*frontend="grpc".*code="OK"/ {s+=$2} END {print s+0}'; }
+
+start_gateway() { # name extra-args...
+  local name=$1; shift
+  GRPC_PORT=$(free_port); HTTP_PORT=$(free_port)
+  AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret-key AWS_ENDPOINT_URL_PERSONALIZE="$fake" \
+    build/release/personalize-gateway --grpc-addr "127.0.0.1:$GRPC_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
+    --log-level warn "$@" > "$work/$name.log" 2>&1 &
+  GW_PID=$!
+  pids+=("$GW_PID")
+  wait_port "$GRPC_PORT"
+}
+stop_gateway() { kill "$GW_PID"; wait "$GW_PID" || true; }
+
+results=()
+fixed_port=$(free_port)
+build/release/bench/pgw-bench-fixed-server "127.0.0.1:$fixed_port" 2 >/dev/null &
+fixed_pid=$!; pids+=("$fixed_pid")
+wait_port "$fixed_port"
+read -r rps p50 p99 < <(h2 "$fixed_port" "$work/floor.log")
+results+=("| floor: trivial gRPC core server | $rps | $p50 | $p99 | $REQUESTS (not counted) |")
+floor_rps=$rps
+kill "$fixed_pid"; wait "$fixed_pid" 2>/dev/null || true
+
+start_gateway l1
+curl -s "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null
+read -r rps p50 p99 < <(h2 "$GRPC_PORT" "$work/l1.log")
+results+=("| gateway, L1 hits | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT") |")
+l1_rps=$rps
+half=$(/usr/bin/python3 -c "print(max(1, int(float('$l1_rps') / 2 / $CLIENTS)))")
+read -r rps p50 p99 < <(h2 "$GRPC_PORT" "$work/l1half.log" --rps="$half")
+results+=("| gateway, L1 hits at half load (--rps $half per client) | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT") (cumulative) |")
+stop_gateway
+
+start_gateway redis --redis-url "redis://127.0.0.1:$redis_port" --l1-max-entries 0
+read -r rps p50 p99 < <(h2 "$GRPC_PORT" "$work/redis.log")
+results+=("| gateway, Redis hits (L1 disabled) | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT") |")
+stop_gateway
+
+curl -s -XPOST "$fake/__control/latency" -d '{"ms": 20, "service": "personalize"}' >/dev/null
+curl -s -XPOST "$fake/__control/reset_stats" >/dev/null
+start_gateway stampede
+read -r rps p50 p99 < <(REQUESTS=$((REQUESTS / 4)) h2 "$GRPC_PORT" "$work/stampede.log" -H 'cache-control: no-cache')
+upstream=$(curl -s "$fake/__control/stats" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["personalize"]["requests"])')
+results+=("| gateway, same-ARN stampede, no-cache, 20 ms upstream | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT"); upstream calls: $upstream |")
+stop_gateway
+
+echo "machine: $(nproc) cores, $(uname -r); h2load -c $CLIENTS -m $STREAMS -t 1 -n $REQUESTS"
+echo
+echo "| scenario | requests/s | p50 µs | p99 µs | gRPC OK counted by the server |"
+echo "| --- | ---: | ---: | ---: | --- |"
+printf '%s\n' "${results[@]}"
+echo
+/usr/bin/python3 -c "print('L1 hits reach %.0f%% of the floor' % (100 * float('$l1_rps') / float('$floor_rps')))"
