@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,7 @@ struct pgw_http_transfer {
     CURL *easy;
     struct curl_slist *headers;
     char *body; /* request body copy */
+    size_t body_len;
     char *response;
     size_t response_len, response_cap;
     int too_big;
@@ -35,12 +37,25 @@ typedef struct socket_watch {
     struct event *ev;
 } socket_watch;
 
+/* Request headers and bodies may carry secrets (a signature, a session token, a web identity
+ * or container authorization token): wipe them before the memory goes back to the heap. */
+static void free_wiped(struct curl_slist *headers, char *body, size_t body_len)
+{
+    for (struct curl_slist *h = headers; h; h = h->next)
+        OPENSSL_cleanse(h->data, strlen(h->data));
+    curl_slist_free_all(headers);
+    if (body)
+        OPENSSL_cleanse(body, body_len);
+    free(body);
+}
+
 static void transfer_free(pgw_http_transfer *t)
 {
     curl_multi_remove_handle(t->client->multi, t->easy);
     curl_easy_cleanup(t->easy);
-    curl_slist_free_all(t->headers);
-    free(t->body);
+    free_wiped(t->headers, t->body, t->body_len);
+    if (t->response)
+        OPENSSL_cleanse(t->response, t->response_len); /* may hold issued credentials */
     free(t->response);
     if (t->prev)
         t->prev->next = t->next;
@@ -243,6 +258,7 @@ pgw_http_transfer *pgw_http_start(pgw_http_client *client, const pgw_http_reques
         t->headers = next;
     if (ok && request->body) {
         t->body = malloc(request->body_len + 1);
+        t->body_len = request->body_len;
         ok = t->body != NULL;
         if (ok)
             memcpy(t->body, request->body, request->body_len);
