@@ -234,9 +234,15 @@ static void print_usage(void)
         printf("  %-32s %s\n  %-32s [%s] default: %s\n", flag, options[i].help, "", env,
                options[i].default_value ? options[i].default_value : "(unset)");
     }
-    printf("\nAWS settings come from the AWS SDKs' standard environment: AWS_ACCESS_KEY_ID,\n"
-           "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_PERSONALIZE,\n"
-           "AWS_ENDPOINT_URL (see README.md).\n");
+    printf(
+        "\nAWS settings come from the AWS SDKs' standard environment: AWS_REGION,\n"
+        "AWS_ENDPOINT_URL_PERSONALIZE, AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, and the\n"
+        "credentials chain, first configured source wins: AWS_ACCESS_KEY_ID +\n"
+        "AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN); AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN\n"
+        "(+ AWS_ROLE_SESSION_NAME); AWS_PROFILE in AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE\n"
+        "(default ~/.aws/credentials, ~/.aws/config); AWS_CONTAINER_CREDENTIALS_FULL_URI or\n"
+        "_RELATIVE_URI (+ AWS_CONTAINER_AUTHORIZATION_TOKEN[_FILE]); EC2 IMDSv2\n"
+        "(AWS_EC2_METADATA_SERVICE_ENDPOINT; off with AWS_EC2_METADATA_DISABLED=true).\n");
 }
 
 static const opt_def *find_option(const char *arg, size_t len)

@@ -39,19 +39,19 @@ typedef struct pgw_config {
     int l1_ttl_ms;
 
     /* who may call (docs/security.md); every string NULL when unset */
-    char *tls_cert;        /* PEM certificate chain: serve gRPC over TLS */
-    char *tls_key;         /* PEM private key of tls_cert */
-    char *tls_client_ca;   /* PEM CA bundle: mutual TLS, client certificates verified */
-    char *identity_header; /* plain text: trusted header naming the caller (lowercase) */
-    int require_identity;  /* calls without an identity -> UNAUTHENTICATED (always with mTLS) */
-    char *policy_file;     /* authorization policy (JSON); NULL: every caller may read all */
-    int policy_poll_ms;    /* how often the policy file is checked for changes */
+    char *tls_cert;            /* PEM certificate chain: serve gRPC over TLS */
+    char *tls_key;             /* PEM private key of tls_cert */
+    char *tls_client_ca;       /* PEM CA bundle: mutual TLS, client certificates verified */
+    char *identity_header;     /* plain text: trusted header naming the caller (lowercase) */
+    int require_identity;      /* calls without an identity -> UNAUTHENTICATED (always with mTLS) */
+    char *policy_file;         /* authorization policy (JSON); NULL: every caller may read all */
+    int policy_poll_ms;        /* how often the policy file is checked for changes */
     int rate_limit_per_caller; /* requests/s per caller identity; 0 = off */
     int rate_limit_per_caller_burst;
     int upstream_rate_limit; /* upstream calls/s for the whole gateway; 0 = off */
     int upstream_rate_limit_burst;
     int upstream_rate_limit_max_wait_ms;
-    char *audit_log; /* "on", "off" or "auto" (on when authentication or a policy is set) */
+    char *audit_log;   /* "on", "off" or "auto" (on when authentication or a policy is set) */
     int audit_enabled; /* audit_log resolved */
 
     /* AWS endpoint override, from AWS_ENDPOINT_URL_PERSONALIZE or AWS_ENDPOINT_URL (NULL:

@@ -219,6 +219,20 @@ static int build(gateway *g, char *err, size_t err_len)
         snprintf(err, err_len, "cannot create the lookup");
         return -1;
     }
+    /* HTTP before gRPC: a gRPC server that is never started must not be left bound. */
+    if (g->cfg.http_addr && g->cfg.http_addr[0]) {
+        pgw_http_server_options wopts = {
+            .addr = g->cfg.http_addr,
+            .loop = g->loop,
+            .lookup = g->lookup,
+            .max_header_bytes = (size_t)g->cfg.http_max_header_bytes,
+            .max_body_bytes = (size_t)g->cfg.http_max_body_bytes,
+            .request_timeout_ms = g->cfg.http_request_timeout_ms,
+        };
+        g->http_server = pgw_http_server_new(&wopts, err, err_len);
+        if (!g->http_server)
+            return -1;
+    }
     pgw_grpc_server_options gopts = {
         .addr = g->cfg.grpc_addr,
         .threads = g->cfg.grpc_threads,
@@ -233,22 +247,7 @@ static int build(gateway *g, char *err, size_t err_len)
         .audit = g->audit,
     };
     g->grpc = pgw_grpc_server_new(&gopts, err, err_len);
-    if (!g->grpc)
-        return -1;
-    if (g->cfg.http_addr && g->cfg.http_addr[0]) {
-        pgw_http_server_options wopts = {
-            .addr = g->cfg.http_addr,
-            .loop = g->loop,
-            .lookup = g->lookup,
-            .max_header_bytes = (size_t)g->cfg.http_max_header_bytes,
-            .max_body_bytes = (size_t)g->cfg.http_max_body_bytes,
-            .request_timeout_ms = g->cfg.http_request_timeout_ms,
-        };
-        g->http_server = pgw_http_server_new(&wopts, err, err_len);
-        if (!g->http_server)
-            return -1;
-    }
-    return 0;
+    return g->grpc ? 0 : -1;
 }
 
 /* Frees the loop-owned parts; runs on the loop thread, after the frontends stopped. */

@@ -41,8 +41,10 @@ typedef struct pgw_credentials_provider_vtable {
     /* Starts getting credentials. Returns 0 and the callback fires exactly once (possibly
      * before this returns), or -1 and it never fires. */
     int (*get)(pgw_credentials_provider *provider, pgw_credentials_cb cb, void *user_data);
-    /* AWS rejected the current credentials as expired: fetch new ones on the next get. */
-    void (*invalidate)(pgw_credentials_provider *provider);
+    /* AWS rejected `rejected` as expired: fetch new ones on the next get, unless the provider
+     * already moved on from them (a burst of rejections then costs one refresh, not many).
+     * rejected == NULL: refresh whatever is current. */
+    void (*invalidate)(pgw_credentials_provider *provider, const pgw_credentials *rejected);
     void (*destroy)(pgw_credentials_provider *provider);
 } pgw_credentials_provider_vtable;
 
@@ -56,10 +58,11 @@ static inline int pgw_credentials_provider_get(pgw_credentials_provider *p, pgw_
     return p->vtable->get(p, cb, user_data);
 }
 
-static inline void pgw_credentials_provider_invalidate(pgw_credentials_provider *p)
+static inline void pgw_credentials_provider_invalidate(pgw_credentials_provider *p,
+                                                       const pgw_credentials *rejected)
 {
     if (p->vtable->invalidate)
-        p->vtable->invalidate(p);
+        p->vtable->invalidate(p, rejected);
 }
 
 static inline void pgw_credentials_provider_free(pgw_credentials_provider *p)

@@ -13,8 +13,6 @@
 /* A caller with no usable credentials right after a failed fetch gets the error at once
  * instead of starting another fetch: a burst of calls must not hammer a failing source. */
 #define MIN_FETCH_GAP_MS 1000
-/* An invalidate this soon after new credentials arrived is about the previous ones. */
-#define INVALIDATE_GRACE_MS 1000
 
 typedef struct waiter {
     pgw_credentials_cb cb;
@@ -249,16 +247,15 @@ static int cached_get(pgw_credentials_provider *p, pgw_credentials_cb cb, void *
     return 0;
 }
 
-static void cached_invalidate(pgw_credentials_provider *p)
+static void cached_invalidate(pgw_credentials_provider *p, const pgw_credentials *rejected)
 {
     cached_provider *c = (cached_provider *)p;
-    int64_t now = now_ms(c);
+    if (rejected && rejected != c->current)
+        return; /* already replaced: the caller's retry will get the new ones */
     if (c->refreshing) {
         c->hold_waiters = 1; /* the fetch in flight brings the replacement */
         return;
     }
-    if (c->current && now - c->installed_ms < INVALIDATE_GRACE_MS)
-        return;
     c->force = 1;
 }
 

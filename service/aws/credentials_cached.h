@@ -11,9 +11,9 @@
  *    the refresh (or gets an error when it fails).
  *  - A failed refresh keeps the last good credentials until they really expire, and retries
  *    with capped exponential backoff and full jitter (half the delay fixed, half random).
- *  - invalidate (AWS said ExpiredToken) forces a refresh that the next get waits for; an
- *    invalidate within a second of new credentials arriving is about the previous ones and is
- *    ignored, so a burst of rejected calls costs one refresh.
+ *  - invalidate (AWS said ExpiredToken) forces a refresh that the next get waits for; while
+ *    that refresh runs, every caller waits for it (none gets the rejected credentials) and
+ *    further invalidates join it, so a burst of rejected calls costs one or two refreshes.
  *  - on_change hears of every new credentials and of their loss (for readiness and metrics).
  *
  * Loop thread only; timers on the given event base. */

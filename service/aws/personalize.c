@@ -64,7 +64,8 @@ struct pgw_personalize_call {
     int cancelled;         /* cancelled while cred_pending: on_credentials frees the call */
     pgw_http_transfer *transfer;
     int64_t attempt_started_ms;
-    struct event *timer; /* backoff, and deferred delivery */
+    pgw_credentials *signed_with; /* a reference to the credentials of the last attempt */
+    struct event *timer;          /* backoff, and deferred delivery */
 
     /* the final answer, delivered from the timer so callbacks never run inside _describe */
     pgw_code code;
@@ -113,6 +114,7 @@ static void call_free(pgw_personalize_call *call)
         pgw_http_cancel(call->transfer);
     if (call->timer)
         event_free(call->timer);
+    pgw_credentials_unref(call->signed_with);
     if (call->prev)
         call->prev->next = call->next;
     else
@@ -315,7 +317,7 @@ static void on_response(const pgw_http_response *resp, void *user_data)
     if (e.expired_token && !call->refreshed_expired) {
         /* The credentials expired under us: refresh once and retry at once. */
         call->refreshed_expired = 1;
-        pgw_credentials_provider_invalidate(c->credentials);
+        pgw_credentials_provider_invalidate(c->credentials, call->signed_with);
         start_attempt(call);
         return;
     }
@@ -437,6 +439,8 @@ static void send_attempt(pgw_personalize_call *call, pgw_credentials *creds)
         if (call->transfer) {
             call->attempts++;
             call->attempt_started_ms = pgw_now_mono_ms();
+            pgw_credentials_unref(call->signed_with);
+            call->signed_with = pgw_credentials_ref(creds);
             c->stats.attempts++;
             call->state = CALL_IN_TRANSFER;
         }

@@ -1,0 +1,177 @@
+/* Parsing what the credentials sources answer (STS XML, container/IMDS JSON, timestamps), the
+ * container URL allow-list and the STS endpoint rules. No network. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "service/aws/credentials_container.h"
+#include "service/aws/credentials_source.h"
+#include "service/aws/credentials_sts.h"
+#include "test_util.h"
+
+static const char sts_ok[] =
+    "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n"
+    "  <AssumeRoleWithWebIdentityResult>\n"
+    "    <AssumedRoleUser><Arn>arn:aws:sts::1:assumed-role/r/s</Arn></AssumedRoleUser>\n"
+    "    <Credentials>\n"
+    "      <AccessKeyId>ASIATESTTESTTEST0001</AccessKeyId>\n"
+    "      <SecretAccessKey>se/cr+et&amp;key</SecretAccessKey>\n"
+    "      <SessionToken>FwoGZXIvYXdzEXAMPLE==</SessionToken>\n"
+    "      <Expiration>2030-01-02T03:04:05Z</Expiration>\n"
+    "    </Credentials>\n"
+    "  </AssumeRoleWithWebIdentityResult>\n"
+    "</AssumeRoleWithWebIdentityResponse>\n";
+
+static const char sts_err[] =
+    "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n"
+    "  <Error><Type>Sender</Type><Code>InvalidIdentityToken</Code>\n"
+    "    <Message>Couldn't retrieve verification key</Message></Error>\n"
+    "  <RequestId>abc</RequestId>\n"
+    "</ErrorResponse>\n";
+
+static void test_time(void)
+{
+    int64_t ms = 0;
+    CHECK(pgw_credentials_parse_time("2030-01-02T03:04:05Z", &ms) == 0);
+    CHECK(ms == 1893553445000LL);
+    CHECK(pgw_credentials_parse_time("2030-01-02T03:04:05.250Z", &ms) == 0);
+    CHECK(ms == 1893553445250LL);
+    CHECK(pgw_credentials_parse_time("2030-01-02T05:04:05+02:00", &ms) == 0);
+    CHECK(ms == 1893553445000LL);
+    CHECK(pgw_credentials_parse_time("2030-01-02 03:04:05", &ms) != 0);
+    CHECK(pgw_credentials_parse_time("2030-13-02T03:04:05Z", &ms) != 0);
+    CHECK(pgw_credentials_parse_time("2030-01-02T03:04:05Zjunk", &ms) != 0);
+    CHECK(pgw_credentials_parse_time("", &ms) != 0);
+}
+
+static void test_sts(void)
+{
+    pgw_credentials *c = NULL;
+    char err[300] = "";
+    CHECK(pgw_sts_parse_answer(200, sts_ok, strlen(sts_ok), "web_identity", &c, err, sizeof(err)) ==
+          0);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_STR(c->access_key_id, "ASIATESTTESTTEST0001");
+        CHECK_STR(c->secret_access_key, "se/cr+et&key");
+        CHECK_STR(c->session_token, "FwoGZXIvYXdzEXAMPLE==");
+        CHECK(c->expires_wall_ms == 1893553445000LL);
+        CHECK_STR(c->source, "web_identity");
+        pgw_credentials_unref(c);
+    }
+    c = NULL;
+    CHECK(pgw_sts_parse_answer(400, sts_err, strlen(sts_err), "x", &c, err, sizeof(err)) != 0);
+    CHECK(c == NULL);
+    CHECK(strstr(err, "InvalidIdentityToken") != NULL);
+    CHECK(strstr(err, "HTTP 400") != NULL);
+    /* 200 without credentials, not XML, truncated: errors that quote nothing. */
+    const char *no_creds = "<R><Result/></R>";
+    CHECK(pgw_sts_parse_answer(200, no_creds, strlen(no_creds), "x", &c, err, sizeof(err)) != 0);
+    const char *junk = "{\"not\":\"xml\"}";
+    CHECK(pgw_sts_parse_answer(200, junk, strlen(junk), "x", &c, err, sizeof(err)) != 0);
+    CHECK(pgw_sts_parse_answer(200, sts_ok, 200, "x", &c, err, sizeof(err)) != 0);
+    CHECK(strstr(err, "ASIA") == NULL && strstr(err, "se/cr") == NULL);
+    /* An entity bomb or external entity is not expanded. */
+    const char *xxe = "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM "
+                      "\"file:///etc/passwd\">]><R><Credentials><AccessKeyId>&x;</AccessKeyId>"
+                      "</Credentials></R>";
+    CHECK(pgw_sts_parse_answer(200, xxe, strlen(xxe), "x", &c, err, sizeof(err)) != 0);
+    CHECK(c == NULL);
+}
+
+static void test_json(void)
+{
+    char err[300] = "";
+    const char *ok = "{\"AccessKeyId\":\"ASIAJSON\",\"SecretAccessKey\":\"sek\",\"Token\":\"tok\","
+                     "\"Expiration\":\"2030-01-02T03:04:05Z\",\"RoleArn\":\"r\"}";
+    pgw_credentials *c = pgw_credentials_from_json(ok, strlen(ok), "container", err, sizeof(err));
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_STR(c->session_token, "tok");
+        CHECK(c->expires_wall_ms == 1893553445000LL);
+        pgw_credentials_unref(c);
+    }
+    const char *imds_fail =
+        "{\"Code\":\"Failure\",\"AccessKeyId\":\"A\",\"SecretAccessKey\":\"S\"}";
+    CHECK(pgw_credentials_from_json(imds_fail, strlen(imds_fail), "imds", err, sizeof(err)) ==
+          NULL);
+    CHECK(strstr(err, "Failure") != NULL);
+    const char *missing = "{\"AccessKeyId\":\"A\"}";
+    CHECK(pgw_credentials_from_json(missing, strlen(missing), "x", err, sizeof(err)) == NULL);
+    const char *bad_time = "{\"AccessKeyId\":\"A\",\"SecretAccessKey\":\"S\",\"Expiration\":\"x\"}";
+    CHECK(pgw_credentials_from_json(bad_time, strlen(bad_time), "x", err, sizeof(err)) == NULL);
+    const char *not_json = "AccessKeyId=sekrit";
+    CHECK(pgw_credentials_from_json(not_json, strlen(not_json), "x", err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "sekrit") == NULL);
+}
+
+static void test_container_allow_list(void)
+{
+    CHECK(pgw_credentials_container_url_allowed("http://127.0.0.1:8080/creds"));
+    CHECK(pgw_credentials_container_url_allowed("http://127.3.4.5/creds"));
+    CHECK(pgw_credentials_container_url_allowed("http://localhost/creds"));
+    CHECK(pgw_credentials_container_url_allowed("http://[::1]:80/creds"));
+    CHECK(pgw_credentials_container_url_allowed("http://169.254.170.2/v2/credentials/x"));
+    CHECK(pgw_credentials_container_url_allowed("http://169.254.170.23/v1/credentials"));
+    CHECK(pgw_credentials_container_url_allowed("http://[fd00:ec2::23]/v1/credentials"));
+    CHECK(pgw_credentials_container_url_allowed("https://creds.example.com/x"));
+    CHECK(!pgw_credentials_container_url_allowed("http://169.254.170.3/"));
+    CHECK(!pgw_credentials_container_url_allowed("http://192.0.2.1/creds"));
+    CHECK(!pgw_credentials_container_url_allowed("http://example.com/creds"));
+    CHECK(!pgw_credentials_container_url_allowed("http://[fd00:ec2::24]/"));
+    CHECK(!pgw_credentials_container_url_allowed("ftp://127.0.0.1/"));
+    CHECK(!pgw_credentials_container_url_allowed("not a url"));
+}
+
+static void test_sts_endpoint(void)
+{
+    char url[PGW_STS_URL_MAX];
+    unsetenv("AWS_ENDPOINT_URL_STS");
+    unsetenv("AWS_ENDPOINT_URL");
+    CHECK(pgw_sts_endpoint("eu-west-1", url, sizeof(url)) == 0);
+    CHECK_STR(url, "https://sts.eu-west-1.amazonaws.com/");
+    CHECK(pgw_sts_endpoint("cn-north-1", url, sizeof(url)) == 0);
+    CHECK_STR(url, "https://sts.cn-north-1.amazonaws.com.cn/");
+    CHECK(pgw_sts_endpoint(NULL, url, sizeof(url)) == 0);
+    CHECK_STR(url, "https://sts.amazonaws.com/");
+    CHECK_STR(pgw_sts_signing_region(NULL), "us-east-1");
+    setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9/", 1);
+    CHECK(pgw_sts_endpoint("eu-west-1", url, sizeof(url)) == 0);
+    CHECK_STR(url, "http://127.0.0.1:9/");
+    setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:10/", 1);
+    CHECK(pgw_sts_endpoint("eu-west-1", url, sizeof(url)) == 0);
+    CHECK_STR(url, "http://127.0.0.1:10/");
+    unsetenv("AWS_ENDPOINT_URL_STS");
+    unsetenv("AWS_ENDPOINT_URL");
+}
+
+static void test_secret_file(void)
+{
+    char path[] = "/tmp/pgw-test-token-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    const char text[] = "  token-value\n\n";
+    CHECK(write(fd, text, sizeof(text) - 1) == (ssize_t)(sizeof(text) - 1));
+    close(fd);
+    char err[300];
+    char *t = pgw_credentials_read_secret_file(path, 64, err, sizeof(err));
+    CHECK_STR(t, "token-value");
+    pgw_credentials_secret_free(t);
+    CHECK(pgw_credentials_read_secret_file(path, 4, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "larger") != NULL);
+    unlink(path);
+    CHECK(pgw_credentials_read_secret_file(path, 64, err, sizeof(err)) == NULL);
+}
+
+int main(void)
+{
+    test_time();
+    test_sts();
+    test_json();
+    test_container_allow_list();
+    test_sts_endpoint();
+    test_secret_file();
+    return pgw_test_finish("test_credentials_parse");
+}
