@@ -21,11 +21,15 @@
 #include "cache/redis_tier.h"
 #include "cache/singleflight.h"
 #include "personalize_gateway/v1/personalize_gateway.pb-c.h"
+#include "service/audit.h"
 #include "service/aws/arn.h"
 #include "service/aws/personalize.h"
 #include "service/clock.h"
+#include "service/identity.h"
 #include "service/lookup_internal.h"
 #include "service/metrics.h"
+#include "service/policy.h"
+#include "service/rate_limit.h"
 
 #define L1_PREFIX_LEN 8
 
@@ -35,6 +39,9 @@ struct pgw_lookup {
     pgw_l1 *l1;
     pgw_redis_tier *redis;
     pgw_ttl_config ttl;
+    pgw_policy *policy;
+    pgw_rate_limit *rate_limit;
+    pgw_audit *audit;
     pgw_singleflight *flights;
     pgw_lookup_req *pending; /* every request not yet answered, for pgw_lookup_free */
     struct fetch *fetches;   /* every fetch in flight, for pgw_lookup_free */
@@ -59,6 +66,11 @@ struct pgw_lookup_req {
     struct event *deadline_timer;
     uint8_t *stale; /* an encoded entry past its freshness, for stale-on-error */
     size_t stale_len;
+    /* for the audit line */
+    char identity[PGW_IDENTITY_MAX_LEN + 1]; /* "" = anonymous */
+    const char *frontend;                    /* static string */
+    int64_t started_us;
+    pgw_audit_decision decision;
 };
 
 /* One upstream call shared by every request for the same ARN. */
@@ -67,6 +79,9 @@ typedef struct fetch {
     struct fetch *prev, *next;
     pgw_flight *flight;
     pgw_personalize_call *call;
+    pgw_rate_limit_wait *token_wait; /* waiting for an upstream token (then call is NULL) */
+    pgw_arn parsed;
+    int64_t deadline_ms;
     char arn[PGW_ARN_MAX_LEN + 1];
 } fetch;
 
@@ -75,6 +90,7 @@ typedef struct fetch_outcome {
     const char *aws_error_code;
     const char *request_id;
     int64_t fetched_at_ms;
+    int upstream_limited; /* no upstream token in time */
 } fetch_outcome;
 
 static uint32_t random_u32(void)
@@ -95,6 +111,9 @@ pgw_lookup *pgw_lookup_new(const pgw_lookup_options *options)
     lk->l1 = options->l1;
     lk->redis = options->redis;
     lk->ttl = options->ttl;
+    lk->policy = options->policy;
+    lk->rate_limit = options->rate_limit;
+    lk->audit = options->audit;
     lk->flights = pgw_singleflight_new();
     if (!lk->flights) {
         free(lk);
@@ -117,7 +136,10 @@ void pgw_lookup_free(pgw_lookup *lk)
     while (lk->fetches) {
         fetch *f = lk->fetches;
         lk->fetches = f->next;
-        pgw_personalize_cancel(f->call);
+        if (f->token_wait)
+            pgw_rate_limit_upstream_cancel(lk->rate_limit, f->token_wait);
+        if (f->call)
+            pgw_personalize_cancel(f->call);
         free(f);
     }
     pgw_singleflight_free(lk->flights);
@@ -150,8 +172,32 @@ static void req_free(pgw_lookup_req *req)
 
 /* Answers a request and frees it — unless a Redis GET is still out, whose callback then frees
  * it (req->cb cleared marks it answered). */
+/* One audit line per answered call. */
+static void audit_call(pgw_lookup *lk, const char *frontend, const char *identity, const char *arn,
+                       size_t arn_len, pgw_audit_decision decision, const pgw_lookup_result *r,
+                       int64_t started_us)
+{
+    if (!lk->audit)
+        return;
+    pgw_audit_record rec = {
+        .frontend = frontend,
+        .identity = identity,
+        .arn = arn,
+        .arn_len = arn_len,
+        .decision = decision,
+        .source = r->source,
+        .aws_request_id = r->aws_request_id,
+        .code = r->code,
+        .latency_us = pgw_now_mono_us() - started_us,
+    };
+    pgw_audit_log(lk->audit, &rec);
+}
+
 static void req_finish(pgw_lookup_req *req, const pgw_lookup_result *r)
 {
+    if (req->cb)
+        audit_call(req->lookup, req->frontend, req->identity, req->arn, strlen(req->arn),
+                   req->decision, r, req->started_us);
     pgw_lookup_cb cb = req->cb;
     void *user_data = req->user_data;
     req->cb = NULL;
@@ -343,6 +389,8 @@ static void on_flight_done(const pgw_flight_result *fr, void *user_data)
     req->waiter = NULL;
     const fetch_outcome *out = fr->ctx;
     pgw_code code = (pgw_code)fr->code;
+    if (out && out->upstream_limited)
+        req->decision = PGW_AUDIT_UPSTREAM_LIMITED;
     if (code == PGW_DEADLINE_EXCEEDED && req->deadline_ms > pgw_now_mono_ms() + 10) {
         /* The fetch ran out of the time of the caller that started it; this caller still has
          * time of its own: fetch again. */
@@ -364,6 +412,38 @@ static void on_flight_done(const pgw_flight_result *fr, void *user_data)
     req_finish(req, &r);
 }
 
+/* Unlinks and frees a fetch that never got its upstream call, completing its flight. */
+static void fetch_fail(fetch *f, const pgw_flight_result *fr)
+{
+    pgw_lookup *lk = f->lookup;
+    pgw_flight *flight = f->flight;
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        lk->fetches = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    free(f);
+    pgw_singleflight_complete(lk->flights, flight, fr);
+}
+
+static void start_fetch_call(fetch *f)
+{
+    f->call = pgw_personalize_describe(f->lookup->personalize, f->arn, &f->parsed, f->deadline_ms,
+                                       on_fetched, f);
+    if (!f->call) {
+        pgw_flight_result fr = {.code = PGW_INTERNAL, .message = "out of memory"};
+        fetch_fail(f, &fr);
+    }
+}
+
+static void on_upstream_token(void *arg)
+{
+    fetch *f = arg;
+    f->token_wait = NULL;
+    start_fetch_call(f);
+}
+
 static void join_fetch(pgw_lookup_req *req)
 {
     pgw_lookup *lk = req->lookup;
@@ -380,27 +460,46 @@ static void join_fetch(pgw_lookup_req *req)
         return;
     }
     fetch *f = calloc(1, sizeof(*f));
-    if (f) {
-        f->lookup = lk;
-        f->flight = flight;
-        memcpy(f->arn, req->arn, sizeof(f->arn));
-        f->call = pgw_personalize_describe(lk->personalize, req->arn, &req->parsed,
-                                           req->deadline_ms, on_fetched, f);
-    }
-    if (!f || !f->call) {
-        free(f);
+    if (!f) {
         pgw_flight_result fr = {.code = PGW_INTERNAL, .message = "out of memory"};
         pgw_singleflight_complete(lk->flights, flight, &fr);
         return;
     }
+    f->lookup = lk;
+    f->flight = flight;
+    f->parsed = req->parsed;
+    f->deadline_ms = req->deadline_ms;
+    memcpy(f->arn, req->arn, sizeof(f->arn));
     f->next = lk->fetches;
     if (f->next)
         f->next->prev = f;
     lk->fetches = f;
     lk->stats.upstream_fetches++;
+    /* The global upstream bucket: only a real upstream call takes a token (never a hit). */
+    switch (pgw_rate_limit_upstream_acquire(lk->rate_limit, pgw_now_mono_ms(), f->deadline_ms,
+                                            on_upstream_token, f, &f->token_wait)) {
+    case PGW_RATE_LIMIT_GRANTED:
+        start_fetch_call(f);
+        break;
+    case PGW_RATE_LIMIT_WAIT:
+        break;
+    case PGW_RATE_LIMIT_REJECTED: {
+        pgw_metrics_rate_limited("upstream");
+        fetch_outcome out = {.upstream_limited = 1};
+        pgw_flight_result fr = {
+            .code = PGW_UNAVAILABLE,
+            .message = "the gateway's upstream rate limit is exhausted: retry later",
+            .ctx = &out,
+        };
+        fetch_fail(f, &fr);
+        break;
+    }
+    }
 }
 
 /* --- the tiers --- */
+
+static int try_l1(pgw_lookup_req *req, int count);
 
 static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, void *user_data)
 {
@@ -431,22 +530,26 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
     } else if (result == PGW_REDIS_MISS) {
         lk->stats.redis_misses++;
         pgw_metrics_cache_lookup("redis", 0);
-    } else {
-        lk->stats.redis_errors++;
-        pgw_redis_tier_stats rs;
-        pgw_redis_tier_stats_get(lk->redis, &rs);
-        pgw_metrics_redis_error(rs.breaker == PGW_REDIS_BREAKER_CLOSED ? "error" : "breaker_open");
     }
     pgw_redis_tier_stats rs;
     pgw_redis_tier_stats_get(lk->redis, &rs);
+    if (result == PGW_REDIS_ERROR) {
+        lk->stats.redis_errors++;
+        pgw_metrics_redis_error(rs.breaker == PGW_REDIS_BREAKER_CLOSED ? "error" : "breaker_open");
+    }
     pgw_metrics_set_redis_breaker_state(rs.breaker == PGW_REDIS_BREAKER_CLOSED ? 0
                                         : rs.breaker == PGW_REDIS_BREAKER_OPEN ? 1
                                                                                : 2);
+    /* A fetch for this ARN may have completed while the GET was out: its answer is in L1 now,
+     * and a new fetch would cost AWS a second call for one stampede. */
+    if (!req->no_cache && try_l1(req, 0))
+        return;
     join_fetch(req);
 }
 
-/* Looks in L1. Returns 1 if the request was answered from it. */
-static int try_l1(pgw_lookup_req *req)
+/* Looks in L1. Returns 1 if the request was answered from it. `count`: record the hit or
+ * miss in the counters (not for a second look). */
+static int try_l1(pgw_lookup_req *req, int count)
 {
     pgw_lookup *lk = req->lookup;
     if (!lk->l1)
@@ -460,8 +563,10 @@ static int try_l1(pgw_lookup_req *req)
         pgw_cache_entry e;
         if (pgw_cache_entry_decode(v + L1_PREFIX_LEN, len - L1_PREFIX_LEN, &e) == 0) {
             if (now < serve_until && pgw_cache_entry_is_fresh(&e, pgw_now_wall_ms())) {
-                lk->stats.l1_hits++;
-                pgw_metrics_cache_lookup("l1", 1);
+                if (count) {
+                    lk->stats.l1_hits++;
+                    pgw_metrics_cache_lookup("l1", 1);
+                }
                 /* Copy: the L1 buffer is only borrowed and answering may touch L1. */
                 uint8_t *copy = malloc(len - L1_PREFIX_LEN);
                 if (copy) {
@@ -475,23 +580,64 @@ static int try_l1(pgw_lookup_req *req)
             }
         }
     }
-    lk->stats.l1_misses++;
-    pgw_metrics_cache_lookup("l1", 0);
+    if (count) {
+        lk->stats.l1_misses++;
+        pgw_metrics_cache_lookup("l1", 0);
+    }
     return 0;
 }
 
 static void start_tiers(pgw_lookup_req *req);
 
+/* Answers a call refused before it became a request, with its audit line. */
+static void refuse(pgw_lookup *lk, const pgw_lookup_params *params, pgw_audit_decision decision,
+                   pgw_code code, const char *message, int64_t started_us, pgw_lookup_cb cb,
+                   void *user_data)
+{
+    pgw_lookup_result r = {.code = code, .message = message};
+    audit_call(lk, params->frontend, params->identity, params->arn, params->arn_len, decision, &r,
+               started_us);
+    cb(&r, user_data);
+}
+
 pgw_lookup_req *pgw_lookup_start(pgw_lookup *lk, const pgw_lookup_params *params, pgw_lookup_cb cb,
                                  void *user_data)
 {
+    int64_t started_us = pgw_now_mono_us();
     lk->stats.requests++;
     pgw_arn parsed;
     char err[300];
     if (pgw_arn_parse(params->arn, params->arn_len, &parsed, err, sizeof(err)) != 0) {
         lk->stats.invalid_arguments++;
-        pgw_lookup_result r = {.code = PGW_INVALID_ARGUMENT, .message = err};
-        cb(&r, user_data);
+        refuse(lk, params, PGW_AUDIT_INVALID, PGW_INVALID_ARGUMENT, err, started_us, cb, user_data);
+        return NULL;
+    }
+    /* Authorize before any cache tier: a cached answer never reaches a caller who may not see
+     * it. */
+    char why[400];
+    switch (pgw_policy_check(lk->policy, params->identity, &parsed, why, sizeof(why))) {
+    case PGW_POLICY_ALLOW:
+        if (lk->policy)
+            pgw_metrics_auth_decision("allow");
+        break;
+    case PGW_POLICY_DENY:
+        pgw_metrics_auth_decision("deny");
+        refuse(lk, params, PGW_AUDIT_DENY, PGW_PERMISSION_DENIED, why, started_us, cb, user_data);
+        return NULL;
+    case PGW_POLICY_NO_IDENTITY:
+        pgw_metrics_auth_decision("unauthenticated");
+        refuse(lk, params, PGW_AUDIT_UNAUTHENTICATED, PGW_UNAUTHENTICATED, why, started_us, cb,
+               user_data);
+        return NULL;
+    }
+    int64_t retry_ms = 0;
+    if (!pgw_rate_limit_caller_take(lk->rate_limit, params->identity, pgw_now_mono_ms(),
+                                    &retry_ms)) {
+        pgw_metrics_rate_limited("caller");
+        snprintf(why, sizeof(why), "the caller is over its rate limit: retry in %lld ms",
+                 (long long)retry_ms);
+        refuse(lk, params, PGW_AUDIT_RATE_LIMITED, PGW_RESOURCE_EXHAUSTED, why, started_us, cb,
+               user_data);
         return NULL;
     }
     pgw_lookup_req *req = calloc(1, sizeof(*req));
@@ -507,6 +653,11 @@ pgw_lookup_req *pgw_lookup_start(pgw_lookup *lk, const pgw_lookup_params *params
     req->parsed = parsed;
     req->deadline_ms = params->deadline_ms;
     req->no_cache = params->no_cache;
+    if (params->identity)
+        snprintf(req->identity, sizeof(req->identity), "%s", params->identity);
+    req->frontend = params->frontend;
+    req->started_us = started_us;
+    req->decision = PGW_AUDIT_ALLOW;
     req->next = lk->pending;
     if (req->next)
         req->next->prev = req;
@@ -524,7 +675,7 @@ pgw_lookup_req *pgw_lookup_start(pgw_lookup *lk, const pgw_lookup_params *params
 static void start_tiers(pgw_lookup_req *req)
 {
     pgw_lookup *lk = req->lookup;
-    if (!req->no_cache && try_l1(req))
+    if (!req->no_cache && try_l1(req, 1))
         return;
     if (req->deadline_ms) {
         int64_t left = req->deadline_ms - pgw_now_mono_ms();
@@ -552,6 +703,11 @@ void pgw_lookup_cancel(pgw_lookup_req *req)
 {
     if (!req)
         return;
+    if (req->cb) {
+        pgw_lookup_result r = {.code = PGW_CANCELLED, .message = "cancelled"};
+        audit_call(req->lookup, req->frontend, req->identity, req->arn, strlen(req->arn),
+                   req->decision, &r, req->started_us);
+    }
     req->cb = NULL;
     if (req->waiting_redis) { /* on_redis frees it */
         if (req->deadline_timer)

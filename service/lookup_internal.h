@@ -12,6 +12,9 @@ struct event_base;
 struct pgw_personalize;
 struct pgw_l1;
 struct pgw_redis_tier;
+struct pgw_policy;
+struct pgw_rate_limit;
+struct pgw_audit;
 
 typedef struct pgw_lookup_options {
     struct event_base *base;
@@ -19,6 +22,9 @@ typedef struct pgw_lookup_options {
     struct pgw_l1 *l1;                   /* borrowed; NULL = no in-process tier */
     struct pgw_redis_tier *redis;        /* borrowed; NULL = no Redis tier */
     pgw_ttl_config ttl;
+    struct pgw_policy *policy;         /* borrowed; NULL = no policy (every caller allowed) */
+    struct pgw_rate_limit *rate_limit; /* borrowed; NULL = no rate limits */
+    struct pgw_audit *audit;           /* borrowed; NULL = no audit lines */
 } pgw_lookup_options;
 
 /* Creates the lookup over borrowed parts (they must outlive it). Loop thread. */

@@ -212,6 +212,9 @@ static int build(gateway *g, char *err, size_t err_len)
         .personalize = g->personalize,
         .l1 = g->l1,
         .redis = g->redis,
+        .policy = g->policy,
+        .rate_limit = g->rate_limit,
+        .audit = g->audit,
     };
     ttl_config_from_flags(&g->cfg, &lopts.ttl);
     g->lookup = pgw_lookup_new(&lopts);
