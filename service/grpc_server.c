@@ -64,6 +64,7 @@ struct rpc {
     grpc_byte_buffer *payload;
     grpc_call_details details; /* generic calls only */
     int recv_cancelled;        /* filled by RECV_CLOSE_ON_SERVER */
+    int close_watched;         /* RECV_CLOSE_ON_SERVER runs in its own batch (see watch_close) */
 
     /* loop-thread state */
     pgw_lookup_req *lookup;
@@ -186,7 +187,7 @@ static void post_request(pgw_grpc_server *s, tag_kind kind)
  * thread. Consumes nothing; the rpc keeps what the batch references until it is freed. */
 static void send_answer(rpc *r, grpc_status_code code, const char *message)
 {
-    grpc_op ops[3];
+    grpc_op ops[4];
     memset(ops, 0, sizeof(ops));
     size_t n = 0;
     ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -206,6 +207,12 @@ static void send_answer(rpc *r, grpc_status_code code, const char *message)
         ops[n].data.send_status_from_server.status_details = &r->status_details;
     }
     n++;
+    if (!r->close_watched) {
+        /* Answered at once: the end of the call rides in the same batch. */
+        ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        ops[n].data.recv_close_on_server.cancelled = &r->recv_cancelled;
+        n++;
+    }
     atomic_fetch_add(&r->refs, 1);
     if (grpc_call_start_batch(r->call, ops, n, &r->send_tag, NULL) != GRPC_CALL_OK)
         rpc_unref(r); /* no tag will come */
@@ -218,6 +225,7 @@ static int watch_close(rpc *r)
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &r->recv_cancelled;
+    r->close_watched = 1;
     atomic_fetch_add(&r->refs, 1);
     if (grpc_call_start_batch(r->call, &op, 1, &r->close_tag, NULL) != GRPC_CALL_OK) {
         rpc_unref(r);
@@ -263,11 +271,9 @@ static void reject(rpc *r, grpc_status_code code, const char *message)
     send_answer(r, code, message);
 }
 
-static void on_lookup_done(const pgw_lookup_result *res, void *user_data)
+/* Sends a lookup's answer: the job with x-cache and age metadata, or the error status. */
+static void answer_call(rpc *r, const pgw_lookup_result *res)
 {
-    rpc *r = user_data;
-    r->lookup = NULL;
-    r->answered = 1;
     log_call(r, res->code, res->source);
     account(r, res->code);
     if (res->code == PGW_OK) {
@@ -296,6 +302,20 @@ static void on_lookup_done(const pgw_lookup_result *res, void *user_data)
         add_metadata(r, "age", age);
     }
     send_answer(r, (grpc_status_code)res->code, res->message);
+}
+
+/* pgw_lookup_answer_cached's callback: runs on this completion-queue thread. */
+static void on_cached_answer(const pgw_lookup_result *res, void *user_data)
+{
+    answer_call(user_data, res);
+}
+
+static void on_lookup_done(const pgw_lookup_result *res, void *user_data)
+{
+    rpc *r = user_data;
+    r->lookup = NULL;
+    r->answered = 1;
+    answer_call(r, res);
     rpc_unref(r); /* the loop's reference */
 }
 
@@ -420,10 +440,6 @@ static void on_new_describe(rpc *r)
     atomic_fetch_add(&s->in_flight, 1);
     r->started_us = pgw_now_mono_us();
     pgw_metrics_in_flight("grpc", 1);
-    if (watch_close(r) != 0) {
-        rpc_unref(r);
-        return;
-    }
     take_identity(r);
     if (!r->has_identity && s->options.require_identity) {
         refuse_unauthenticated(r);
@@ -450,6 +466,24 @@ static void on_new_describe(rpc *r)
     r->no_cache = wants_no_cache(&r->request_md);
     r->deadline_ms = deadline_to_mono_ms(r->deadline);
 
+    /* Fast path: a fresh in-process hit is answered right here, in one batch. */
+    pgw_lookup_params p = {
+        .arn = r->arn,
+        .arn_len = r->arn_len,
+        .no_cache = r->no_cache,
+        .identity = r->has_identity ? r->identity : NULL,
+        .frontend = "grpc",
+    };
+    if (pgw_lookup_answer_cached(s->options.lookup, &p, on_cached_answer, r)) {
+        rpc_unref(r);
+        return;
+    }
+    /* The lookup goes to the loop and may take a while: watch for the caller going away. */
+    if (watch_close(r) != 0) {
+        account(r, PGW_CANCELLED);
+        rpc_unref(r);
+        return;
+    }
     /* The new-call reference becomes the loop's. */
     if (pgw_loop_post(s->options.loop, loop_start_lookup, r) != 0) {
         reject(r, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
@@ -460,8 +494,7 @@ static void on_new_describe(rpc *r)
 static void on_new_generic(rpc *r)
 {
     atomic_fetch_add(&r->server->in_flight, 1);
-    if (watch_close(r) == 0)
-        send_answer(r, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
+    send_answer(r, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
     rpc_unref(r);
 }
 

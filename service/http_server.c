@@ -446,6 +446,10 @@ static void handle_aws(pgw_http_server *s, struct evhttp_request *req)
         return;
     }
     const char *bytes = len ? (const char *)evbuffer_pullup(body, -1) : "";
+    if (!bytes) {
+        reply_aws_error(s, req, 500, "InternalFailure", "out of memory", NULL);
+        return;
+    }
     json_error_t jerr;
     json_t *root = json_loadb(bytes, len, 0, &jerr);
     json_t *arn = root ? json_object_get(root, "batchInferenceJobArn") : NULL;

@@ -11,6 +11,7 @@
 #include "service/lookup.h"
 
 #include <event2/event.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,9 @@ struct pgw_lookup {
     pgw_policy *policy;
     pgw_rate_limit *rate_limit;
     pgw_audit *audit;
+    /* L1 is read by the gRPC threads too (pgw_lookup_answer_cached): every pgw_l1_* call
+     * holds this. */
+    pthread_mutex_t l1_mu;
     pgw_singleflight *flights;
     pgw_lookup_req *pending; /* every request not yet answered, for pgw_lookup_free */
     struct fetch *fetches;   /* every fetch in flight, for pgw_lookup_free */
@@ -49,7 +53,6 @@ struct pgw_lookup {
      * returning (then the handle must not be returned: it is gone). */
     pgw_lookup_req *starting;
     int starting_answered;
-    pgw_lookup_stats stats;
 };
 
 struct pgw_lookup_req {
@@ -114,6 +117,7 @@ pgw_lookup *pgw_lookup_new(const pgw_lookup_options *options)
     lk->policy = options->policy;
     lk->rate_limit = options->rate_limit;
     lk->audit = options->audit;
+    pthread_mutex_init(&lk->l1_mu, NULL);
     lk->flights = pgw_singleflight_new();
     if (!lk->flights) {
         free(lk);
@@ -143,12 +147,8 @@ void pgw_lookup_free(pgw_lookup *lk)
         free(f);
     }
     pgw_singleflight_free(lk->flights);
+    pthread_mutex_destroy(&lk->l1_mu);
     free(lk);
-}
-
-void pgw_lookup_get_stats(const pgw_lookup *lk, pgw_lookup_stats *out)
-{
-    *out = lk->stats;
 }
 
 /* --- requests --- */
@@ -220,31 +220,41 @@ static void finish_error(pgw_lookup_req *req, pgw_code code, const char *message
 }
 
 /* Answers from an encoded cache entry. Returns 0, or -1 if the bytes do not decode. */
+/* Room for a cached NOT_FOUND answer's message. */
+#define ENTRY_MESSAGE_LEN 1400
+
+/* Fills *r from a decoded entry; r's pointers borrow from e and message. */
+static void result_from_entry(const pgw_cache_entry *e, pgw_cache_source source,
+                              pgw_lookup_result *r, char message[ENTRY_MESSAGE_LEN])
+{
+    int64_t now = pgw_now_wall_ms();
+    memset(r, 0, sizeof(*r));
+    r->source = source;
+    r->age_s = now > e->fetched_at_ms ? (now - e->fetched_at_ms) / 1000 : 0;
+    if (e->kind == PGW_CACHE_ENTRY_POSITIVE) {
+        r->code = PGW_OK;
+        r->message = "OK";
+        r->job_pb = e->job_pb;
+        r->job_pb_len = e->job_pb_len;
+    } else {
+        r->code = PGW_NOT_FOUND;
+        snprintf(message, ENTRY_MESSAGE_LEN, "AWS Personalize: %s: %s (request id %s, cached)",
+                 e->error_code, e->message, e->request_id[0] ? e->request_id : "none");
+        r->message = message;
+        r->aws_error_code = e->error_code;
+        r->aws_request_id = e->request_id[0] ? e->request_id : NULL;
+    }
+}
+
 static int answer_from_entry(pgw_lookup_req *req, const uint8_t *bytes, size_t len,
                              pgw_cache_source source)
 {
     pgw_cache_entry e;
     if (pgw_cache_entry_decode(bytes, len, &e) != 0)
         return -1;
-    int64_t now = pgw_now_wall_ms();
-    pgw_lookup_result r = {
-        .source = source,
-        .age_s = now > e.fetched_at_ms ? (now - e.fetched_at_ms) / 1000 : 0,
-    };
-    char message[1400];
-    if (e.kind == PGW_CACHE_ENTRY_POSITIVE) {
-        r.code = PGW_OK;
-        r.message = "OK";
-        r.job_pb = e.job_pb;
-        r.job_pb_len = e.job_pb_len;
-    } else {
-        r.code = PGW_NOT_FOUND;
-        snprintf(message, sizeof(message), "AWS Personalize: %s: %s (request id %s, cached)",
-                 e.error_code, e.message, e.request_id[0] ? e.request_id : "none");
-        r.message = message;
-        r.aws_error_code = e.error_code;
-        r.aws_request_id = e.request_id[0] ? e.request_id : NULL;
-    }
+    pgw_lookup_result r;
+    char message[ENTRY_MESSAGE_LEN];
+    result_from_entry(&e, source, &r, message);
     req_finish(req, &r);
     return 0;
 }
@@ -259,7 +269,6 @@ static int answer_stale(pgw_lookup_req *req)
         e.kind != PGW_CACHE_ENTRY_POSITIVE ||
         !pgw_cache_entry_is_stale_usable(&e, pgw_now_wall_ms()))
         return 0;
-    req->lookup->stats.stale_served++;
     pgw_metrics_cache_stale_served();
     uint8_t *bytes = req->stale;
     size_t len = req->stale_len;
@@ -310,7 +319,9 @@ static void l1_store(pgw_lookup *lk, const char *arn, const uint8_t *entry, size
     int64_t serve_until = now_mono + (serve_for > 0 ? serve_for : 0);
     memcpy(buf, &serve_until, L1_PREFIX_LEN);
     memcpy(buf + L1_PREFIX_LEN, entry, len);
+    pthread_mutex_lock(&lk->l1_mu);
     pgw_l1_put(lk->l1, arn, buf, L1_PREFIX_LEN + len, now_mono + keep_for, now_mono);
+    pthread_mutex_unlock(&lk->l1_mu);
     free(buf);
 }
 
@@ -455,7 +466,6 @@ static void join_fetch(pgw_lookup_req *req)
         return;
     }
     if (!leader) {
-        lk->stats.coalesced_waiters++;
         pgw_metrics_coalesced_waiters(1);
         return;
     }
@@ -474,7 +484,6 @@ static void join_fetch(pgw_lookup_req *req)
     if (f->next)
         f->next->prev = f;
     lk->fetches = f;
-    lk->stats.upstream_fetches++;
     /* The global upstream bucket: only a real upstream call takes a token (never a hit). */
     switch (pgw_rate_limit_upstream_acquire(lk->rate_limit, pgw_now_mono_ms(), f->deadline_ms,
                                             on_upstream_token, f, &f->token_wait)) {
@@ -515,7 +524,6 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
         if (pgw_cache_entry_decode(value, len, &e) == 0) {
             int64_t now = pgw_now_wall_ms();
             if (pgw_cache_entry_is_fresh(&e, now)) {
-                lk->stats.redis_hits++;
                 pgw_metrics_cache_lookup("redis", 1);
                 l1_store(lk, req->arn, value, len, e.fresh_until_ms, e.stale_until_ms);
                 answer_from_entry(req, value, len, PGW_SOURCE_REDIS);
@@ -525,16 +533,13 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
                 keep_stale(req, value, len);
         }
         /* A value that does not decode (corrupt, foreign, older format) is a miss. */
-        lk->stats.redis_misses++;
         pgw_metrics_cache_lookup("redis", 0);
     } else if (result == PGW_REDIS_MISS) {
-        lk->stats.redis_misses++;
         pgw_metrics_cache_lookup("redis", 0);
     }
     pgw_redis_tier_stats rs;
     pgw_redis_tier_stats_get(lk->redis, &rs);
     if (result == PGW_REDIS_ERROR) {
-        lk->stats.redis_errors++;
         pgw_metrics_redis_error(rs.breaker == PGW_REDIS_BREAKER_CLOSED ? "error" : "breaker_open");
     }
     pgw_metrics_set_redis_breaker_state(rs.breaker == PGW_REDIS_BREAKER_CLOSED ? 0
@@ -547,44 +552,102 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
     join_fetch(req);
 }
 
+typedef enum l1_state { L1_MISS, L1_FRESH, L1_STALE } l1_state;
+
+/* Copies out the L1 entry of `arn` into *out (malloc'd, the caller frees) and says whether it
+ * may be served (fresh, and within its L1 time) or only kept for stale-on-error. Any thread:
+ * the L1 tier is shared with the gRPC threads' fast path under l1_mu. */
+static l1_state l1_fetch(pgw_lookup *lk, const char *arn, uint8_t **out, size_t *out_len)
+{
+    *out = NULL;
+    if (!lk->l1)
+        return L1_MISS;
+    int64_t now = pgw_now_mono_ms(), serve_until = 0;
+    size_t len = 0;
+    uint8_t *copy = NULL;
+    pthread_mutex_lock(&lk->l1_mu);
+    const uint8_t *v = pgw_l1_get(lk->l1, arn, now, &len);
+    if (v && len > L1_PREFIX_LEN && (copy = malloc(len - L1_PREFIX_LEN))) {
+        memcpy(&serve_until, v, L1_PREFIX_LEN);
+        memcpy(copy, v + L1_PREFIX_LEN, len - L1_PREFIX_LEN);
+    }
+    pthread_mutex_unlock(&lk->l1_mu);
+    pgw_cache_entry e;
+    if (!copy || pgw_cache_entry_decode(copy, len - L1_PREFIX_LEN, &e) != 0) {
+        free(copy);
+        return L1_MISS;
+    }
+    *out = copy;
+    *out_len = len - L1_PREFIX_LEN;
+    if (now < serve_until && pgw_cache_entry_is_fresh(&e, pgw_now_wall_ms()))
+        return L1_FRESH;
+    if (e.kind == PGW_CACHE_ENTRY_POSITIVE)
+        return L1_STALE;
+    free(copy);
+    *out = NULL;
+    return L1_MISS;
+}
+
 /* Looks in L1. Returns 1 if the request was answered from it. `count`: record the hit or
  * miss in the counters (not for a second look). */
 static int try_l1(pgw_lookup_req *req, int count)
 {
-    pgw_lookup *lk = req->lookup;
-    if (!lk->l1)
-        return 0;
-    size_t len = 0;
-    int64_t now = pgw_now_mono_ms();
-    const uint8_t *v = pgw_l1_get(lk->l1, req->arn, now, &len);
-    if (v && len > L1_PREFIX_LEN) {
-        int64_t serve_until;
-        memcpy(&serve_until, v, L1_PREFIX_LEN);
-        pgw_cache_entry e;
-        if (pgw_cache_entry_decode(v + L1_PREFIX_LEN, len - L1_PREFIX_LEN, &e) == 0) {
-            if (now < serve_until && pgw_cache_entry_is_fresh(&e, pgw_now_wall_ms())) {
-                if (count) {
-                    lk->stats.l1_hits++;
-                    pgw_metrics_cache_lookup("l1", 1);
-                }
-                /* Copy: the L1 buffer is only borrowed and answering may touch L1. */
-                uint8_t *copy = malloc(len - L1_PREFIX_LEN);
-                if (copy) {
-                    memcpy(copy, v + L1_PREFIX_LEN, len - L1_PREFIX_LEN);
-                    answer_from_entry(req, copy, len - L1_PREFIX_LEN, PGW_SOURCE_L1);
-                    free(copy);
-                    return 1;
-                }
-            } else if (e.kind == PGW_CACHE_ENTRY_POSITIVE) {
-                keep_stale(req, v + L1_PREFIX_LEN, len - L1_PREFIX_LEN);
-            }
+    uint8_t *bytes;
+    size_t len;
+    switch (l1_fetch(req->lookup, req->arn, &bytes, &len)) {
+    case L1_FRESH:
+        if (count)
+            pgw_metrics_cache_lookup("l1", 1);
+        answer_from_entry(req, bytes, len, PGW_SOURCE_L1);
+        free(bytes);
+        return 1;
+    case L1_STALE:
+        if (req->no_cache) {
+            free(bytes);
+        } else {
+            free(req->stale);
+            req->stale = bytes;
+            req->stale_len = len;
         }
+        break;
+    case L1_MISS:
+        break;
     }
-    if (count) {
-        lk->stats.l1_misses++;
+    if (count)
         pgw_metrics_cache_lookup("l1", 0);
-    }
     return 0;
+}
+
+int pgw_lookup_answer_cached(pgw_lookup *lk, const pgw_lookup_params *params, pgw_lookup_cb cb,
+                             void *user_data)
+{
+    /* Policy and per-caller limits keep state on the loop thread: such callers take the
+     * ordinary path. So do ARNs that cannot be a cache key. */
+    if (!lk->l1 || params->no_cache || lk->policy ||
+        pgw_rate_limit_caller_enabled(lk->rate_limit) || params->arn_len == 0 ||
+        params->arn_len > PGW_ARN_MAX_LEN || memchr(params->arn, '\0', params->arn_len))
+        return 0;
+    int64_t started_us = pgw_now_mono_us();
+    char arn[PGW_ARN_MAX_LEN + 1];
+    memcpy(arn, params->arn, params->arn_len);
+    arn[params->arn_len] = '\0';
+    uint8_t *bytes;
+    size_t len;
+    l1_state state = l1_fetch(lk, arn, &bytes, &len);
+    pgw_cache_entry e;
+    if (state != L1_FRESH || pgw_cache_entry_decode(bytes, len, &e) != 0) {
+        free(bytes);
+        return 0; /* the loop path counts the miss */
+    }
+    pgw_metrics_cache_lookup("l1", 1);
+    pgw_lookup_result r;
+    char message[ENTRY_MESSAGE_LEN];
+    result_from_entry(&e, PGW_SOURCE_L1, &r, message);
+    audit_call(lk, params->frontend, params->identity, arn, params->arn_len, PGW_AUDIT_ALLOW, &r,
+               started_us);
+    cb(&r, user_data);
+    free(bytes);
+    return 1;
 }
 
 static void start_tiers(pgw_lookup_req *req);
@@ -604,11 +667,9 @@ pgw_lookup_req *pgw_lookup_start(pgw_lookup *lk, const pgw_lookup_params *params
                                  void *user_data)
 {
     int64_t started_us = pgw_now_mono_us();
-    lk->stats.requests++;
     pgw_arn parsed;
     char err[300];
     if (pgw_arn_parse(params->arn, params->arn_len, &parsed, err, sizeof(err)) != 0) {
-        lk->stats.invalid_arguments++;
         refuse(lk, params, PGW_AUDIT_INVALID, PGW_INVALID_ARGUMENT, err, started_us, cb, user_data);
         return NULL;
     }

@@ -55,6 +55,14 @@ typedef void (*pgw_lookup_cb)(const pgw_lookup_result *result, void *user_data);
 pgw_lookup_req *pgw_lookup_start(pgw_lookup *lookup, const pgw_lookup_params *params,
                                  pgw_lookup_cb cb, void *user_data);
 
+/* Answers from the in-process cache on the calling thread, when it can: a fresh L1 hit for a
+ * caller that needs no per-caller state (no policy, no per-caller rate limit) and did not ask
+ * for no-cache. Returns 1 if the callback ran (on this thread, before returning), 0 if the
+ * caller must use pgw_lookup_start on the loop thread instead. Any thread: it spares cache
+ * hits the hop to the loop thread. */
+int pgw_lookup_answer_cached(pgw_lookup *lookup, const pgw_lookup_params *params, pgw_lookup_cb cb,
+                             void *user_data);
+
 /* Abandons a request whose caller went away: its callback will not fire. Shared work (an
  * upstream fetch other callers wait for) continues. Loop thread only. */
 void pgw_lookup_cancel(pgw_lookup_req *req);

@@ -1,5 +1,5 @@
-/* lookup's construction and counters, for main, the metrics endpoint and tests (frontends
- * only need lookup.h). */
+/* lookup's construction, for main and tests (frontends only need lookup.h). Its counters are
+ * in service/metrics.h. */
 #ifndef PGW_LOOKUP_INTERNAL_H
 #define PGW_LOOKUP_INTERNAL_H
 
@@ -32,17 +32,5 @@ pgw_lookup *pgw_lookup_new(const pgw_lookup_options *options);
 
 /* Frees the lookup. Requests still pending are dropped without callbacks. */
 void pgw_lookup_free(pgw_lookup *lookup);
-
-typedef struct pgw_lookup_stats {
-    uint64_t requests;
-    uint64_t l1_hits, l1_misses;
-    uint64_t redis_hits, redis_misses, redis_errors;
-    uint64_t coalesced_waiters; /* requests that joined a fetch already in flight */
-    uint64_t upstream_fetches;  /* fetches started (each one upstream call, with retries) */
-    uint64_t stale_served;
-    uint64_t invalid_arguments;
-} pgw_lookup_stats;
-
-void pgw_lookup_get_stats(const pgw_lookup *lookup, pgw_lookup_stats *out);
 
 #endif

@@ -311,3 +311,8 @@ void pgw_rate_limit_free(pgw_rate_limit *rl)
     free(rl->table);
     free(rl);
 }
+
+int pgw_rate_limit_caller_enabled(const pgw_rate_limit *rl)
+{
+    return rl && rl->o.caller_rate > 0;
+}

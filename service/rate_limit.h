@@ -46,6 +46,10 @@ void pgw_rate_limit_free(pgw_rate_limit *rl);
 int pgw_rate_limit_caller_take(pgw_rate_limit *rl, const char *identity, int64_t now_ms,
                                int64_t *retry_after_ms);
 
+/* Nonzero when per-caller limits are on (then callers must go through
+ * pgw_rate_limit_caller_take on the loop thread). */
+int pgw_rate_limit_caller_enabled(const pgw_rate_limit *rl);
+
 /* Per-caller buckets held now (for tests and metrics). */
 size_t pgw_rate_limit_caller_entries(const pgw_rate_limit *rl);
 
