@@ -20,6 +20,7 @@
 #include "personalize_gateway/v1/personalize_gateway.pb-c.h"
 #include "service/aws/job_json.h"
 #include "service/clock.h"
+#include "service/identity.h"
 #include "service/health.h"
 #include "service/log.h"
 #include "service/metrics.h"
@@ -378,7 +379,35 @@ static void start_call(pgw_http_server *s, struct evhttp_request *req, route r, 
                 event_add(c->close_watch, NULL);
         }
     }
+    /* The caller's identity, from the trusted header when one is configured: exactly one
+     * occurrence with a valid value, as on the gRPC port. */
+    char identity[PGW_IDENTITY_MAX_LEN + 1] = "";
+    if (s->options.identity_header) {
+        const char *value = NULL;
+        int count = 0;
+        for (struct evkeyval *h = evhttp_request_get_input_headers(req)->tqh_first; h;
+             h = h->next.tqe_next) {
+            if (evutil_ascii_strcasecmp(h->key, s->options.identity_header) == 0) {
+                value = h->value;
+                count++;
+            }
+        }
+        if (count == 1 && pgw_identity_valid(value, strlen(value)))
+            snprintf(identity, sizeof(identity), "%s", value);
+    }
+    if (s->options.require_identity && !identity[0]) {
+        pgw_metrics_auth_decision("unauthenticated");
+        pgw_lookup_result refused = {
+            .code = PGW_UNAUTHENTICATED,
+            .message = "this gateway requires a caller identity and the request carried none",
+        };
+        c->starting = 1;
+        on_lookup_done(&refused, c);
+        free(c);
+        return;
+    }
     pgw_lookup_params p = {
+        .identity = identity[0] ? identity : NULL,
         .arn = arn,
         .arn_len = arn_len,
         /* evhttp's timeout does not run while a call waits (it reads nothing then), so the

@@ -27,6 +27,10 @@ typedef struct pgw_http_server_options {
      * connections; also the deadline given to lookup, so a call is answered (504 at worst)
      * within it. */
     int request_timeout_ms;
+    /* Trusted identity header (--identity-header), or NULL: as on the gRPC port, only for a
+     * sidecar that sets it and strips any copy the client sent. */
+    const char *identity_header;
+    int require_identity; /* a call without a verifiable identity gets UNAUTHENTICATED */
 } pgw_http_server_options;
 
 /* Creates the server and binds its listener. Call before pgw_loop_start() or on the loop

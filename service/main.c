@@ -231,6 +231,8 @@ static int build(gateway *g, char *err, size_t err_len)
             .max_header_bytes = (size_t)g->cfg.http_max_header_bytes,
             .max_body_bytes = (size_t)g->cfg.http_max_body_bytes,
             .request_timeout_ms = g->cfg.http_request_timeout_ms,
+            .identity_header = g->cfg.identity_header,
+            .require_identity = g->cfg.require_identity,
         };
         g->http_server = pgw_http_server_new(&wopts, err, err_len);
         if (!g->http_server)

@@ -116,6 +116,16 @@ def test_identity_header_mode(gateway, fake_aws):
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert fake_aws.stats()["personalize"]["requests"] == 1
 
+    # The HTTP side takes the identity from the same trusted header, under the same rules.
+    import urllib.parse
+    path = "/v1/batch-inference-jobs/" + urllib.parse.quote(ARN, safe="")
+    status, _, body = gw.http_get(path)
+    assert status == 401, body
+    assert json.loads(body)["code"] == "UNAUTHENTICATED"
+    status, _, body = gw.http_get(path, headers={"X-Client-Identity": "spiffe://mesh/ns/b/sa/c"})
+    assert status == 200, body
+    assert json.loads(body)["batchInferenceJob"]["batchInferenceJobArn"] == ARN
+
 
 def test_plaintext_default_unchanged(gateway, fake_aws):
     """No security flags: plain text, no identity needed, no audit lines (as before)."""
