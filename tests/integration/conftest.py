@@ -60,15 +60,23 @@ def gateway(request, tmp_path, fake_aws, gateway_binary):
     started = []
 
     def start_gateway(extra_args=(), env=None, wait=True, fake=fake_aws, timeout=30.0):
-        home = tmp_path / ("home%d" % len(started))
-        home.mkdir(exist_ok=True)
-        gw_env = h.gateway_env(fake, str(home), env)
-        gw = h.Gateway(gateway_binary, str(tmp_path / "gateway"), list(extra_args), gw_env,
-                       wait=False)
-        started.append(gw)
-        if wait:
-            gw.wait_ready(timeout)
-        return gw
+        # The ports are picked free before the gateway binds them; another socket may take one
+        # in between. The gateway then exits with status 2 at once: start it again on new ports.
+        for attempt in range(3):
+            home = tmp_path / ("home%d" % len(started))
+            home.mkdir(exist_ok=True)
+            gw_env = h.gateway_env(fake, str(home), env)
+            gw = h.Gateway(gateway_binary, str(tmp_path / "gateway"), list(extra_args), gw_env,
+                           wait=False)
+            started.append(gw)
+            if not wait:
+                return gw
+            try:
+                gw.wait_ready(timeout)
+                return gw
+            except h.GatewayExited as e:
+                if e.code != 2 or "cannot listen" not in str(e) or attempt == 2:
+                    raise
 
     yield start_gateway
 

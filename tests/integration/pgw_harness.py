@@ -466,6 +466,14 @@ def health_check(target, service="", timeout=5):
 # --- the gateway ------------------------------------------------------------------------------
 
 
+class GatewayExited(RuntimeError):
+    """The gateway exited before listening; .code is its exit status."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
 class Gateway:
     """One running personalize-gateway process with captured output."""
 
@@ -496,15 +504,22 @@ class Gateway:
                 self.stop(timeout=5)
                 raise
 
+    def http_enabled(self):
+        """False when the arguments disable the HTTP side (--http-addr "", last one wins)."""
+        addrs = [self.args[i + 1] for i, a in enumerate(self.args[:-1]) if a == "--http-addr"]
+        return not addrs or addrs[-1] != ""
+
     def wait_ready(self, timeout=30.0):
-        """Waits until the gRPC port accepts TCP; raises (with the output) if the process exits."""
+        """Waits until the gRPC port (and the HTTP port, unless disabled) accept TCP; raises
+        GatewayExited (with the output) if the process exits first."""
         def ready():
             if self.proc.poll() is not None:
-                raise RuntimeError("gateway exited with %s before listening:\n%s" % (
-                    self.proc.returncode, "\n".join(self.logs()[-60:])))
-            return port_open("127.0.0.1", self.grpc_port)
+                raise GatewayExited("gateway exited with %s before listening:\n%s" % (
+                    self.proc.returncode, "\n".join(self.logs()[-60:])), self.proc.returncode)
+            return port_open("127.0.0.1", self.grpc_port) and (
+                not self.http_enabled() or port_open("127.0.0.1", self.http_port))
 
-        wait_until(ready, timeout=timeout, what="gateway gRPC port %d" % self.grpc_port)
+        wait_until(ready, timeout=timeout, what="gateway ports %d/%d" % (self.grpc_port, self.http_port))
 
     def stop(self, sig=signal.SIGTERM, timeout=15.0):
         """Sends sig, waits up to timeout (then SIGKILL); returns the exit code (-N = killed by N)."""

@@ -6,7 +6,6 @@ so refreshes happen within these tests. The fake verifies every Personalize sign
 records expired or unknown credentials as signature failures: zero failures means no request
 ever carried expired credentials."""
 
-import datetime
 import os
 import secrets
 import threading

@@ -20,23 +20,6 @@ AMZ_JSON = "application/x-amz-json-1.1"
 CLIENT_KEY = "AKIDCLIENTOWNKEY0001"
 
 
-def start(gateway, attempts=3, **kwargs):
-    """gateway(**kwargs), then waits for the HTTP port as well (the fixture waits for gRPC only).
-    A gateway that exited meanwhile lost a race for its pre-picked free port with some other
-    socket: start another, on new ports."""
-    for attempt in range(attempts):
-        gw = gateway(**kwargs)
-        try:
-            h.wait_until(lambda: not gw.running() or h.port_open("127.0.0.1", gw.http_port),
-                         timeout=10, what="gateway HTTP port")
-        except TimeoutError:
-            pass
-        if gw.running() and h.port_open("127.0.0.1", gw.http_port):
-            return gw
-        gw.stop()
-        if attempt == attempts - 1:
-            raise RuntimeError("gateway did not serve HTTP:\n" + "\n".join(gw.logs()[-20:]))
-
 
 def gateway_client(gw, retries=1):
     """boto3 Personalize client aimed at the gateway, with credentials the fake does not know."""
@@ -61,7 +44,7 @@ def aws_post(gw, body, target=TARGET, content_type=AMZ_JSON, extra=None):
 
 def test_boto3_gets_the_same_job_as_from_aws(gateway, fake_aws):
     stored = fake_aws.add_job(ARN, fixture="job_full")["batchInferenceJob"]
-    gw = start(gateway)
+    gw = gateway()
     via_gateway = gateway_client(gw).describe_batch_inference_job(batchInferenceJobArn=ARN)
     direct = fake_aws.personalize_client().describe_batch_inference_job(batchInferenceJobArn=ARN)
     got, want = via_gateway["batchInferenceJob"], direct["batchInferenceJob"]
@@ -84,7 +67,7 @@ def test_boto3_gets_the_same_job_as_from_aws(gateway, fake_aws):
 def test_raw_body_is_the_aws_body_including_fields_newer_than_botocore(gateway, fake_aws):
     stored = fake_aws.add_job(ARN, fixture="job_full")["batchInferenceJob"]
     assert "batchInferenceJobMode" in stored and "themeGenerationConfig" in stored
-    gw = start(gateway)
+    gw = gateway()
     status, headers, body = aws_post(gw, {"batchInferenceJobArn": ARN})
     assert status == 200, body
     assert json.loads(body) == {"batchInferenceJob": stored}
@@ -99,7 +82,7 @@ def test_raw_body_is_the_aws_body_including_fields_newer_than_botocore(gateway, 
 
 
 def test_unknown_arn_raises_resource_not_found(gateway, fake_aws):
-    gw = start(gateway)
+    gw = gateway()
     client = gateway_client(gw)
     with pytest.raises(client.exceptions.ResourceNotFoundException) as e:
         client.describe_batch_inference_job(
@@ -118,7 +101,7 @@ def test_unknown_arn_raises_resource_not_found(gateway, fake_aws):
     "arn:aws:personalize:us-east-1:123456789012:solution/x",
 ])
 def test_malformed_arn_raises_invalid_input_without_upstream_call(gateway, fake_aws, bad):
-    gw = start(gateway)
+    gw = gateway()
     client = gateway_client(gw)
     with pytest.raises(client.exceptions.InvalidInputException) as e:
         client.describe_batch_inference_job(batchInferenceJobArn=bad)
@@ -128,7 +111,7 @@ def test_malformed_arn_raises_invalid_input_without_upstream_call(gateway, fake_
 
 def test_callers_signature_is_never_forwarded_or_logged(gateway, fake_aws):
     fake_aws.add_job(ARN)
-    gw = start(gateway, extra_args=["--log-level", "debug"])
+    gw = gateway(extra_args=["--log-level", "debug"])
     gateway_client(gw).describe_batch_inference_job(batchInferenceJobArn=ARN)
     # The fake verified every signature it saw with the gateway's own key: a forwarded client
     # signature (another key) would be a failure.
@@ -143,7 +126,7 @@ def test_callers_signature_is_never_forwarded_or_logged(gateway, fake_aws):
 
 def test_upstream_errors_keep_their_aws_code(gateway, fake_aws):
     fake_aws.add_job(ARN)
-    gw = start(gateway)
+    gw = gateway()
     client = gateway_client(gw)
     fake_aws.fail(arn=ARN, status=400, type="AccessDeniedException", message="no access")
     with pytest.raises(botocore.exceptions.ClientError) as e:
@@ -164,7 +147,7 @@ def test_upstream_errors_keep_their_aws_code(gateway, fake_aws):
 
 def test_gateway_credential_problems_are_not_blamed_on_the_caller(gateway, fake_aws):
     fake_aws.add_job(ARN)
-    gw = start(gateway, env={"AWS_SECRET_ACCESS_KEY": "WrongSecretKeyForTheGateway0000000001"})
+    gw = gateway(env={"AWS_SECRET_ACCESS_KEY": "WrongSecretKeyForTheGateway0000000001"})
     client = gateway_client(gw)
     with pytest.raises(botocore.exceptions.ClientError) as e:
         client.describe_batch_inference_job(batchInferenceJobArn=ARN)
@@ -173,7 +156,7 @@ def test_gateway_credential_problems_are_not_blamed_on_the_caller(gateway, fake_
 
 
 def test_unknown_target_is_unknown_operation(gateway, fake_aws):
-    gw = start(gateway)
+    gw = gateway()
     client = gateway_client(gw)
     # A real SDK call for another operation of the same service.
     with pytest.raises(botocore.exceptions.ClientError) as e:
@@ -198,7 +181,7 @@ def test_unknown_target_is_unknown_operation(gateway, fake_aws):
 ])
 def test_malformed_requests_get_aws_shaped_400s(gateway, fake_aws, body, content_type, want):
     fake_aws.add_job(ARN)
-    gw = start(gateway)
+    gw = gateway()
     status, headers, raw = aws_post(gw, body, content_type=content_type)
     assert status == 400, raw
     err = json.loads(raw)
@@ -214,7 +197,7 @@ def test_malformed_requests_get_aws_shaped_400s(gateway, fake_aws, body, content
 
 def test_content_type_with_parameters_is_accepted(gateway, fake_aws):
     fake_aws.add_job(ARN)
-    gw = start(gateway)
+    gw = gateway()
     status, _, raw = aws_post(gw, {"batchInferenceJobArn": ARN},
                               content_type="application/x-amz-json-1.1; charset=utf-8")
     assert status == 200, raw

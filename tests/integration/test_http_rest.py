@@ -11,7 +11,6 @@ import subprocess
 import time
 import urllib.parse
 
-import pytest
 
 import pgw_harness as h
 
@@ -19,23 +18,6 @@ ARN = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/http-rest"
 TARGET = "AmazonPersonalize.DescribeBatchInferenceJob"
 AMZ_JSON = "application/x-amz-json-1.1"
 
-
-def start(gateway, attempts=3, **kwargs):
-    """gateway(**kwargs), then waits for the HTTP port as well (the fixture waits for gRPC only).
-    A gateway that exited meanwhile lost a race for its pre-picked free port with some other
-    socket: start another, on new ports."""
-    for attempt in range(attempts):
-        gw = gateway(**kwargs)
-        try:
-            h.wait_until(lambda: not gw.running() or h.port_open("127.0.0.1", gw.http_port),
-                         timeout=10, what="gateway HTTP port")
-        except TimeoutError:
-            pass
-        if gw.running() and h.port_open("127.0.0.1", gw.http_port):
-            return gw
-        gw.stop()
-        if attempt == attempts - 1:
-            raise RuntimeError("gateway did not serve HTTP:\n" + "\n".join(gw.logs()[-20:]))
 
 
 def rest_path(arn):
@@ -66,7 +48,7 @@ def assert_serving(gw, arn=ARN):
 
 def test_curl_gets_proto3_json(gateway, fake_aws):
     stored = fake_aws.add_job(ARN, fixture="job_full")["batchInferenceJob"]
-    gw = start(gateway)
+    gw = gateway()
     status, headers, body = curl(gw.http_url + rest_path(ARN))
     assert status == 200, body
     assert headers["content-type"] == "application/json"
@@ -91,14 +73,14 @@ def test_curl_gets_proto3_json(gateway, fake_aws):
 
 def test_unencoded_slash_in_the_arn_also_works(gateway, fake_aws):
     fake_aws.add_job(ARN)
-    gw = start(gateway)
+    gw = gateway()
     status, _, body = curl(gw.http_url + "/v1/batch-inference-jobs/" + ARN)
     assert status == 200, body
     assert json.loads(body)["batchInferenceJob"]["batchInferenceJobArn"] == ARN
 
 
 def test_curl_not_found_and_malformed(gateway, fake_aws):
-    gw = start(gateway)
+    gw = gateway()
     unknown = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/none"
     status, headers, body = curl(gw.http_url + rest_path(unknown))
     assert status == 404
@@ -118,14 +100,14 @@ def test_curl_not_found_and_malformed(gateway, fake_aws):
 def test_upstream_unavailable_is_503(gateway, fake_aws):
     fake_aws.add_job(ARN)
     fake_aws.fail(arn=ARN, status=503, type="ServiceUnavailable")
-    gw = start(gateway)
+    gw = gateway()
     status, _, body = curl(gw.http_url + rest_path(ARN))
     assert status == 503
     assert json.loads(body)["code"] == "UNAVAILABLE"
 
 
 def test_healthz_and_readyz(gateway, fake_aws):
-    gw = start(gateway)
+    gw = gateway()
     h.wait_until(lambda: gw.http_get("/readyz")[0] == 200, timeout=10, what="ready")
     status, _, body = gw.http_get("/healthz")
     assert (status, body) == (200, b"ok\n")
@@ -134,7 +116,7 @@ def test_healthz_and_readyz(gateway, fake_aws):
 
 
 def test_readyz_503_without_credentials(gateway, fake_aws):
-    gw = start(gateway, env={"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None})
+    gw = gateway(env={"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None})
     # The port accepts before startup has finished ("not listening yet"); wait that out.
     h.wait_until(lambda: b"listening" not in gw.http_get("/readyz")[2], timeout=10,
                  what="startup finished")
@@ -147,7 +129,7 @@ def test_readyz_503_without_credentials(gateway, fake_aws):
 
 def test_unknown_path_and_wrong_method(gateway, fake_aws):
     fake_aws.add_job(ARN)
-    gw = start(gateway)
+    gw = gateway()
     status, headers, body = gw.http_get("/no/such/path")
     assert status == 404 and json.loads(body)["code"] == "NOT_FOUND"
     status, _, _ = gw.http_get("/v1/batch-inference-jobs/")
@@ -163,7 +145,7 @@ def test_unknown_path_and_wrong_method(gateway, fake_aws):
 
 def test_oversized_body_is_413(gateway, fake_aws):
     fake_aws.add_job(ARN)
-    gw = start(gateway, extra_args=["--http-max-body-bytes", "4096"])
+    gw = gateway(extra_args=["--http-max-body-bytes", "4096"])
     body = json.dumps({"batchInferenceJobArn": ARN, "pad": "x" * 100000})
     status, _, _ = h.http_request("POST", gw.http_url + "/", body=body,
                                   headers={"X-Amz-Target": TARGET, "Content-Type": AMZ_JSON})
@@ -178,7 +160,7 @@ def test_oversized_body_is_413(gateway, fake_aws):
 
 def test_oversized_headers_are_rejected(gateway, fake_aws):
     fake_aws.add_job(ARN)
-    gw = start(gateway, extra_args=["--http-max-header-bytes", "2048"])
+    gw = gateway(extra_args=["--http-max-header-bytes", "2048"])
     status, _, _ = gw.http_get(rest_path(ARN), headers={"X-Big": "y" * 8000})
     assert status in (400, 413, 431)
     assert_serving(gw)
@@ -186,7 +168,7 @@ def test_oversized_headers_are_rejected(gateway, fake_aws):
 
 def test_slow_client_is_cut_off_while_others_are_served(gateway, fake_aws):
     fake_aws.add_job(ARN)
-    gw = start(gateway, extra_args=["--http-request-timeout-ms", "1000"])
+    gw = gateway(extra_args=["--http-request-timeout-ms", "1000"])
     slow = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
     try:
         slow.sendall(b"GET " + rest_path(ARN).encode() + b" HTTP/1.1\r\nHost: x\r\nX-Half: ")
@@ -208,7 +190,7 @@ def test_slow_client_is_cut_off_while_others_are_served(gateway, fake_aws):
 def test_client_leaving_mid_call_cancels_it(gateway, fake_aws):
     fake_aws.add_job(ARN)
     fake_aws.set_latency(1500, arn=ARN)
-    gw = start(gateway)
+    gw = gateway()
     s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
     s.sendall(b"GET " + rest_path(ARN).encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     h.wait_until(lambda: fake_aws.stats()["personalize"]["requests"] >= 1, timeout=5,
@@ -238,7 +220,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(gateway, fake_aws)
     import http.client
 
     fake_aws.add_job(ARN)
-    gw = start(gateway)
+    gw = gateway()
     conn = http.client.HTTPConnection("127.0.0.1", gw.http_port, timeout=10)
     try:
         for path in (rest_path(ARN), "/healthz", rest_path(ARN), "/metrics"):
@@ -257,7 +239,7 @@ def test_sigterm_drains_http_calls_in_flight(gateway, fake_aws):
 
     fake_aws.add_job(ARN)
     fake_aws.set_latency(1000, arn=ARN)
-    gw = start(gateway)
+    gw = gateway()
     results = []
 
     def call():

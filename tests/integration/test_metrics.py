@@ -17,23 +17,6 @@ TARGET = "AmazonPersonalize.DescribeBatchInferenceJob"
 AMZ_JSON = "application/x-amz-json-1.1"
 
 
-def start(gateway, attempts=3, **kwargs):
-    """gateway(**kwargs), then waits for the HTTP port as well (the fixture waits for gRPC only).
-    A gateway that exited meanwhile lost a race for its pre-picked free port with some other
-    socket: start another, on new ports."""
-    for attempt in range(attempts):
-        gw = gateway(**kwargs)
-        try:
-            h.wait_until(lambda: not gw.running() or h.port_open("127.0.0.1", gw.http_port),
-                         timeout=10, what="gateway HTTP port")
-        except TimeoutError:
-            pass
-        if gw.running() and h.port_open("127.0.0.1", gw.http_port):
-            return gw
-        gw.stop()
-        if attempt == attempts - 1:
-            raise RuntimeError("gateway did not serve HTTP:\n" + "\n".join(gw.logs()[-20:]))
-
 
 def scrape(gw):
     """{(sample name, frozenset(labels)): value} and {family name: type}."""
@@ -67,7 +50,7 @@ def aws(gw, arn):
 
 
 def test_exposition_format_and_families(gateway, fake_aws):
-    gw = start(gateway)
+    gw = gateway()
     samples, types = scrape(gw)
     expected = {
         "pgw_build_info": "gauge",
@@ -91,7 +74,7 @@ def test_exposition_format_and_families(gateway, fake_aws):
 
 def test_counters_move_by_the_expected_amounts(gateway, fake_aws):
     fake_aws.add_job(ARN)
-    gw = start(gateway)
+    gw = gateway()
     before, _ = scrape(gw)
 
     assert rest(gw, ARN) == 200       # miss -> upstream ok
@@ -129,7 +112,7 @@ def test_counters_move_by_the_expected_amounts(gateway, fake_aws):
 
 def test_upstream_cache_and_retry_metrics(gateway, fake_aws):
     fake_aws.add_job(ARN)
-    gw = start(gateway)
+    gw = gateway()
     before, _ = scrape(gw)
     assert rest(gw, ARN) == 200      # L1 miss, upstream ok
     assert rest(gw, ARN) == 200      # L1 hit
