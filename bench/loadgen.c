@@ -43,9 +43,10 @@ typedef struct options {
     double warmup_s;     /* calls scheduled (issued) in this first period are not measured */
     int max_outstanding; /* open loop: the sender waits (and the call turns late) beyond this */
     int cq_threads;
-    int timeout_ms; /* per-call deadline; 0: none */
-    int late_us;    /* a send this much after its due time counts as late */
-    int batch_us;   /* sends due within this much of now go out together */
+    int timeout_ms;    /* per-call deadline; 0: none */
+    int late_us;       /* a send this much after its due time counts as late */
+    int batch_us;      /* sends due within this much of now go out together */
+    int minimal_stack; /* GRPC_ARG_MINIMAL_STACK on the channels */
     int metadata_count;
     grpc_metadata metadata[MAX_METADATA];
 } options;
@@ -171,6 +172,8 @@ static int parse_args(int argc, char **argv)
             opt.late_us = atoi(v);
         else if (!strcmp(a, "--batch-us"))
             opt.batch_us = atoi(v);
+        else if (!strcmp(a, "--minimal-stack"))
+            opt.minimal_stack = atoi(v);
         else if (!strcmp(a, "--metadata")) {
             const char *eq = strchr(v, '=');
             if (!eq || eq == v || opt.metadata_count == MAX_METADATA) {
@@ -558,7 +561,7 @@ int main(int argc, char **argv)
     cq = grpc_completion_queue_create_for_next(NULL);
     /* A local subchannel pool gives each channel its own connection (the global pool would
      * share one), and no retries keeps the client's per-call work to what a client must do. */
-    grpc_arg args[2];
+    grpc_arg args[3];
     memset(args, 0, sizeof(args));
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
@@ -566,7 +569,10 @@ int main(int argc, char **argv)
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_ENABLE_RETRIES;
     args[1].value.integer = 0;
-    grpc_channel_args chargs = {.num_args = 2, .args = args};
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = GRPC_ARG_MINIMAL_STACK;
+    args[2].value.integer = opt.minimal_stack;
+    grpc_channel_args chargs = {.num_args = 3, .args = args};
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     for (; nchannels < opt.channels; nchannels++) {
         channels[nchannels] = grpc_channel_create(opt.target, creds, &chargs);

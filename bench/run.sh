@@ -10,19 +10,30 @@
 #   l1       gateway, every call an in-process (L1) hit
 #   redis    gateway with --l1-max-entries 0: every call a Redis hit
 #   stampede gateway, every call `cache-control: no-cache` for one ARN: coalesced upstream reads
-# then the latency of L1 hits at half the measured L1 rate (--rps), for p50/p99.
 # h2load counts any HTTP 200 as success, whatever the grpc-status, so successes are also
 # counted by the gateway itself (pgw_requests_total{code="OK"} on /metrics).
+#
+# Latency comes from bench/loadgen.c (pgw-bench-loadgen), a gRPC core client, not from
+# h2load --rps, which fires every client's requests together on a timer tick and so measures
+# its own bursts. For the floor and for L1 hits it measures the max rate in a closed loop
+# (LG_CONCURRENCY calls kept outstanding), then p50/p99 in an open loop at half that rate:
+# calls evenly spaced, sent on schedule whatever is outstanding, latency counted from each
+# call's scheduled time. The loadgen costs more CPU per call than h2load and shares the 2
+# cores with the server, so its max rate is that of client+server, below h2load's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-200000}
 CLIENTS=${CLIENTS:-16}
 STREAMS=${STREAMS:-16}
+LG_SECONDS=${LG_SECONDS:-5}         # measured seconds per loadgen run (after a 1 s warm-up)
+LG_CONCURRENCY=${LG_CONCURRENCY:-32} # closed-loop calls outstanding
+LG_CHANNELS=${LG_CHANNELS:-4}        # connections the loadgen spreads its calls over
 command -v h2load >/dev/null || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo;
   $sudo apt-get install -y -qq nghttp2-client >/dev/null; }
 scripts/install-deps
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build/release -j"$(nproc)" --target personalize-gateway pgw-bench-fixed-server >/dev/null
+cmake --build build/release -j"$(nproc)" --target personalize-gateway pgw-bench-fixed-server \
+  pgw-bench-loadgen >/dev/null
 
 work=$(mktemp -d -t pgw-bench.XXXXXX)
 pids=()
@@ -34,7 +45,8 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 
 ARN="arn:aws:personalize:us-east-1:123456789012:batch-inference-job/bench"
 PATH_="/personalize_gateway.v1.PersonalizeGateway/DescribeBatchInferenceJob"
-# The request body: gRPC's 5-byte frame header, then the serialized request.
+# The request body: gRPC's 5-byte frame header, then the serialized request (req.pb, which
+# is what the loadgen sends: the core API frames it).
 echo "batch_inference_job_arn: \"$ARN\"" |
   protoc -I proto -I /usr/include --encode=personalize_gateway.v1.DescribeBatchInferenceJobRequest \
     proto/personalize_gateway/v1/personalize_gateway.proto > "$work/req.pb"
@@ -61,6 +73,15 @@ h2() { # port log-file [extra h2load args...]
   local lat; lat=$(sort -n -k3,3 "$log" | awk '{a[NR]=$3} END {printf "%.0f %.0f", a[int(NR*0.5)], a[int(NR*0.99)]}')
   echo "$rps $lat"
 }
+lg() { # port loadgen-args... -> "rate p50 p99 ok count"; the JSON line is kept in $work/lg.json
+  local port=$1; shift
+  build/release/bench/pgw-bench-loadgen --target "127.0.0.1:$port" --method "$PATH_" \
+    --request "$work/req.pb" --channels "$LG_CHANNELS" --warmup 1 --duration "$LG_SECONDS" "$@" \
+    > "$work/lg.json"
+  /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
+print("%.0f %.0f %.0f %d %d" % (d["rate"], d["p50_us"], d["p99_us"], d["ok"], d["count"]))
+if d["errors"] or d["late"]: print("loadgen:", d, file=sys.stderr)' "$work/lg.json"
+}
 ok_count() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^pgw_requests_total\{.*frontend="grpc".*code="OK"/ {s+=$2} END {print s+0}'; }
 
 start_gateway() { # name extra-args...
@@ -81,23 +102,30 @@ build/release/bench/pgw-bench-fixed-server "127.0.0.1:$fixed_port" 2 >/dev/null 
 fixed_pid=$!; pids+=("$fixed_pid")
 wait_port "$fixed_port"
 read -r rps p50 p99 < <(h2 "$fixed_port" "$work/floor.log")
-results+=("| floor: trivial gRPC core server | $rps | $p50 | $p99 | $REQUESTS (not counted) |")
+results+=("| floor: trivial gRPC core server | h2load | $rps | $p50 | $p99 | $REQUESTS (not counted) |")
 floor_rps=$rps
+read -r rps p50 p99 ok n < <(lg "$fixed_port" --concurrency "$LG_CONCURRENCY")
+results+=("| floor, max rate (closed loop, $LG_CONCURRENCY outstanding) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n |")
+floor_half=$((rps / 2))
+read -r rps p50 p99 ok n < <(lg "$fixed_port" --rate "$floor_half")
+results+=("| floor at half its loadgen max (open loop, $floor_half/s) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n |")
 kill "$fixed_pid"; wait "$fixed_pid" 2>/dev/null || true
 
 start_gateway l1
 curl -s "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null
 read -r rps p50 p99 < <(h2 "$GRPC_PORT" "$work/l1.log")
-results+=("| gateway, L1 hits | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT") |")
+results+=("| gateway, L1 hits | h2load | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT") |")
 l1_rps=$rps
-half=$(/usr/bin/python3 -c "print(max(1, int(float('$l1_rps') / 2 / $CLIENTS)))")
-read -r rps p50 p99 < <(h2 "$GRPC_PORT" "$work/l1half.log" --rps="$half")
-results+=("| gateway, L1 hits at half load (--rps $half per client) | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT") (cumulative) |")
+read -r rps p50 p99 ok n < <(lg "$GRPC_PORT" --concurrency "$LG_CONCURRENCY")
+results+=("| gateway, L1 hits, max rate (closed loop, $LG_CONCURRENCY outstanding) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n; server: $(ok_count "$HTTP_PORT") (cumulative) |")
+l1_half=$((rps / 2))
+read -r rps p50 p99 ok n < <(lg "$GRPC_PORT" --rate "$l1_half")
+results+=("| gateway, L1 hits at half its loadgen max (open loop, $l1_half/s) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n; server: $(ok_count "$HTTP_PORT") (cumulative) |")
 stop_gateway
 
 start_gateway redis --redis-url "redis://127.0.0.1:$redis_port" --l1-max-entries 0
 read -r rps p50 p99 < <(h2 "$GRPC_PORT" "$work/redis.log")
-results+=("| gateway, Redis hits (L1 disabled) | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT") |")
+results+=("| gateway, Redis hits (L1 disabled) | h2load | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT") |")
 stop_gateway
 
 curl -s -XPOST "$fake/__control/latency" -d '{"ms": 20, "service": "personalize"}' >/dev/null
@@ -105,13 +133,14 @@ curl -s -XPOST "$fake/__control/reset_stats" >/dev/null
 start_gateway stampede
 read -r rps p50 p99 < <(REQUESTS=$((REQUESTS / 4)) h2 "$GRPC_PORT" "$work/stampede.log" -H 'cache-control: no-cache')
 upstream=$(curl -s "$fake/__control/stats" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["personalize"]["requests"])')
-results+=("| gateway, same-ARN stampede, no-cache, 20 ms upstream | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT"); upstream calls: $upstream |")
+results+=("| gateway, same-ARN stampede, no-cache, 20 ms upstream | h2load | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT"); upstream calls: $upstream |")
 stop_gateway
 
-echo "machine: $(nproc) cores, $(uname -r); h2load -c $CLIENTS -m $STREAMS -t 1 -n $REQUESTS"
+echo "machine: $(nproc) cores, $(uname -r); h2load -c $CLIENTS -m $STREAMS -t 1 -n $REQUESTS;" \
+  "loadgen $LG_CHANNELS channels, 1 s warm-up + $LG_SECONDS s per row"
 echo
-echo "| scenario | requests/s | p50 µs | p99 µs | gRPC OK counted by the server |"
-echo "| --- | ---: | ---: | ---: | --- |"
+echo "| scenario | client | requests/s | p50 µs | p99 µs | gRPC OK |"
+echo "| --- | --- | ---: | ---: | ---: | --- |"
 printf '%s\n' "${results[@]}"
 echo
 /usr/bin/python3 -c "print('L1 hits reach %.0f%% of the floor' % (100 * float('$l1_rps') / float('$floor_rps')))"

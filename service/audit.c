@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "service/log.h"
+
 /* Longest ARN text recorded; a longer one (already refused as malformed) is cut. */
 #define AUDIT_MAX_ARN 300
 
@@ -42,22 +44,6 @@ const char *pgw_audit_decision_name(pgw_audit_decision d)
         return "upstream_limited";
     }
     return "unknown";
-}
-
-static const char *cache_name(pgw_cache_source s)
-{
-    switch (s) {
-    case PGW_SOURCE_UPSTREAM:
-        return "miss";
-    case PGW_SOURCE_L1:
-    case PGW_SOURCE_REDIS:
-        return "hit";
-    case PGW_SOURCE_STALE:
-        return "stale";
-    case PGW_SOURCE_NONE:
-        break;
-    }
-    return "none";
 }
 
 static const char *tier_name(pgw_cache_source s)
@@ -99,7 +85,9 @@ json_t *pgw_audit_record_json(const pgw_audit_record *r)
     json_object_set_new(
         o, "arn", caller_string(r->arn, r->arn_len > AUDIT_MAX_ARN ? AUDIT_MAX_ARN : r->arn_len));
     json_object_set_new(o, "decision", json_string(pgw_audit_decision_name(r->decision)));
-    json_object_set_new(o, "cache", json_string(cache_name(r->source)));
+    json_object_set_new(
+        o, "cache",
+        json_string(pgw_cache_source_name(r->source) ? pgw_cache_source_name(r->source) : "none"));
     json_object_set_new(o, "tier", json_string(tier_name(r->source)));
     json_object_set_new(
         o, "aws_request_id",
@@ -113,13 +101,8 @@ void pgw_audit_log(pgw_audit *a, const pgw_audit_record *r)
 {
     if (!a)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
     char when[40];
-    size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + n, sizeof(when) - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    pgw_log_time_now(when, sizeof(when));
 
     /* The same leading fields as service/log.c's lines, so one pipeline reads both. */
     json_t *line = json_object();

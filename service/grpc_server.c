@@ -293,9 +293,7 @@ static void answer_call(rpc *r, const pgw_lookup_result *res)
         r->response = grpc_raw_byte_buffer_create(&slice, 1);
         grpc_slice_unref(slice);
 
-        const char *cache = res->source == PGW_SOURCE_UPSTREAM ? "miss"
-                            : res->source == PGW_SOURCE_STALE  ? "stale"
-                                                               : "hit";
+        const char *cache = pgw_cache_source_name(res->source);
         char age[24];
         snprintf(age, sizeof(age), "%lld", (long long)res->age_s);
         add_metadata(r, "x-cache", cache);

@@ -7,9 +7,9 @@
 #include <stdint.h>
 
 typedef enum pgw_health_flag {
-    PGW_HEALTH_LISTENING = 1u << 0,         /* the frontends are accepting calls */
-    PGW_HEALTH_CREDENTIALS = 1u << 1,       /* AWS credentials are available */
-    PGW_HEALTH_SHUTTING_DOWN = 1u << 2,     /* SIGTERM seen: drain, take no new work */
+    PGW_HEALTH_LISTENING = 1u << 0,     /* the frontends are accepting calls */
+    PGW_HEALTH_CREDENTIALS = 1u << 1,   /* AWS credentials are available */
+    PGW_HEALTH_SHUTTING_DOWN = 1u << 2, /* SIGTERM seen: drain, take no new work */
 } pgw_health_flag;
 
 /* Sets or clears a flag; bumps the version when the state changes. */

@@ -260,28 +260,12 @@ static void on_connection_close(struct evhttp_connection *evcon, void *arg)
     free(c);
 }
 
-static const char *cache_header(pgw_cache_source source)
-{
-    switch (source) {
-    case PGW_SOURCE_UPSTREAM:
-        return "miss";
-    case PGW_SOURCE_L1:
-    case PGW_SOURCE_REDIS:
-        return "hit";
-    case PGW_SOURCE_STALE:
-        return "stale";
-    case PGW_SOURCE_NONE:
-        break;
-    }
-    return NULL;
-}
-
 /* Writes the answer to a finished lookup on the call's request. */
 static void answer(http_call *c, const pgw_lookup_result *res)
 {
     pgw_http_server *s = c->server;
     struct evhttp_request *req = c->req;
-    const char *cache = cache_header(res->source);
+    const char *cache = pgw_cache_source_name(res->source);
     if (cache) {
         char age[24];
         snprintf(age, sizeof(age), "%lld", (long long)(res->age_s > 0 ? res->age_s : 0));

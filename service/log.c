@@ -26,19 +26,24 @@ int pgw_log_enabled(pgw_log_level level)
     return (int)level >= atomic_load(&min_level);
 }
 
+void pgw_log_time_now(char *buf, size_t len)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
 void pgw_log(pgw_log_level level, const char *msg, json_t *fields)
 {
     if (!pgw_log_enabled(level)) {
         json_decref(fields);
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
     char when[40];
-    size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + n, sizeof(when) - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    pgw_log_time_now(when, sizeof(when));
 
     json_t *line = json_object();
     json_object_set_new(line, "time", json_string(when));

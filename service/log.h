@@ -6,6 +6,7 @@
 #define PGW_LOG_H
 
 #include <jansson.h>
+#include <stddef.h>
 
 typedef enum pgw_log_level {
     PGW_LOG_DEBUG = 0,
@@ -19,6 +20,10 @@ int pgw_log_set_level_name(const char *name);
 
 /* Nonzero when a line at this level would be written (to skip building fields). */
 int pgw_log_enabled(pgw_log_level level);
+
+/* Formats the current UTC time as RFC 3339 with milliseconds ("2026-01-02T03:04:05.678Z"),
+ * the "time" field of every line. buf should hold 32 bytes. */
+void pgw_log_time_now(char *buf, size_t len);
 
 /* Writes one line. `fields` is an object or NULL; the function takes ownership of it (so
  * callers may pass json_pack(...) directly). */

@@ -96,6 +96,22 @@ typedef struct fetch_outcome {
     int upstream_limited; /* no upstream token in time */
 } fetch_outcome;
 
+const char *pgw_cache_source_name(pgw_cache_source source)
+{
+    switch (source) {
+    case PGW_SOURCE_UPSTREAM:
+        return "miss";
+    case PGW_SOURCE_L1:
+    case PGW_SOURCE_REDIS:
+        return "hit";
+    case PGW_SOURCE_STALE:
+        return "stale";
+    case PGW_SOURCE_NONE:
+        break;
+    }
+    return NULL;
+}
+
 static uint32_t random_u32(void)
 {
     uint32_t r;
@@ -170,8 +186,6 @@ static void req_free(pgw_lookup_req *req)
     free(req);
 }
 
-/* Answers a request and frees it — unless a Redis GET is still out, whose callback then frees
- * it (req->cb cleared marks it answered). */
 /* One audit line per answered call. */
 static void audit_call(pgw_lookup *lk, const char *frontend, const char *identity, const char *arn,
                        size_t arn_len, pgw_audit_decision decision, const pgw_lookup_result *r,
@@ -193,6 +207,8 @@ static void audit_call(pgw_lookup *lk, const char *frontend, const char *identit
     pgw_audit_log(lk->audit, &rec);
 }
 
+/* Answers a request and frees it — unless a Redis GET is still out, whose callback then frees
+ * it (req->cb cleared marks it answered). */
 static void req_finish(pgw_lookup_req *req, const pgw_lookup_result *r)
 {
     if (req->cb)
@@ -363,6 +379,18 @@ static void cache_store(pgw_lookup *lk, const char *arn, const pgw_personalize_r
 
 /* --- upstream, coalesced --- */
 
+/* Unlinks a fetch from the lookup and frees it (not its upstream call). */
+static void fetch_free(fetch *f)
+{
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        f->lookup->fetches = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    free(f);
+}
+
 static void on_fetched(const pgw_personalize_result *r, void *user_data)
 {
     fetch *f = user_data;
@@ -382,13 +410,7 @@ static void on_fetched(const pgw_personalize_result *r, void *user_data)
         .ctx = &out,
     };
     pgw_flight *flight = f->flight;
-    if (f->prev)
-        f->prev->next = f->next;
-    else
-        lk->fetches = f->next;
-    if (f->next)
-        f->next->prev = f->prev;
-    free(f); /* the personalize call frees itself after this callback */
+    fetch_free(f); /* the personalize call frees itself after this callback */
     pgw_singleflight_complete(lk->flights, flight, &fr);
 }
 
@@ -428,13 +450,7 @@ static void fetch_fail(fetch *f, const pgw_flight_result *fr)
 {
     pgw_lookup *lk = f->lookup;
     pgw_flight *flight = f->flight;
-    if (f->prev)
-        f->prev->next = f->next;
-    else
-        lk->fetches = f->next;
-    if (f->next)
-        f->next->prev = f->prev;
-    free(f);
+    fetch_free(f);
     pgw_singleflight_complete(lk->flights, flight, fr);
 }
 

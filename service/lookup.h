@@ -24,6 +24,9 @@ typedef enum pgw_cache_source {
     PGW_SOURCE_STALE,    /* x-cache: stale (upstream failed, a stale entry answered) */
 } pgw_cache_source;
 
+/* The `x-cache` word for a source: "hit", "miss" or "stale"; NULL for PGW_SOURCE_NONE. */
+const char *pgw_cache_source_name(pgw_cache_source source);
+
 typedef struct pgw_lookup_params {
     const char *arn; /* borrowed for the call to pgw_lookup_start only */
     size_t arn_len;
