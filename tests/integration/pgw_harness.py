@@ -427,6 +427,16 @@ def protos():
     return _PROTOS["pgw"], _PROTOS["health"]
 
 
+def describe_stub(channel):
+    """A DescribeBatchInferenceJob unary stub on `channel` (call it, or .future(...) for many
+    concurrent calls); returns (stub, request_class)."""
+    pb, _ = protos()
+    stub = channel.unary_unary(GRPC_METHOD,
+                               request_serializer=pb.DescribeBatchInferenceJobRequest.SerializeToString,
+                               response_deserializer=pb.DescribeBatchInferenceJobResponse.FromString)
+    return stub, pb.DescribeBatchInferenceJobRequest
+
+
 def describe(target, arn, timeout=5, metadata=(), channel=None):
     """Calls DescribeBatchInferenceJob with real grpcio.
 
@@ -435,14 +445,11 @@ def describe(target, arn, timeout=5, metadata=(), channel=None):
     Pass `channel` to reuse one (e.g. many concurrent calls)."""
     import grpc
 
-    pb, _ = protos()
     own = channel is None
     ch = grpc.insecure_channel(target) if own else channel
     try:
-        stub = ch.unary_unary(GRPC_METHOD,
-                              request_serializer=pb.DescribeBatchInferenceJobRequest.SerializeToString,
-                              response_deserializer=pb.DescribeBatchInferenceJobResponse.FromString)
-        req = pb.DescribeBatchInferenceJobRequest(batch_inference_job_arn=arn)
+        stub, request = describe_stub(ch)
+        req = request(batch_inference_job_arn=arn)
         resp, call = stub.with_call(req, timeout=timeout, metadata=tuple(metadata))
         return resp, tuple(call.initial_metadata() or ()), tuple(call.trailing_metadata() or ())
     finally:

@@ -117,13 +117,10 @@ def test_stampede_of_1000_costs_one_upstream_call(gateway, fake_aws, redis_serve
     fake_aws.add_job(ARN, status="IN PROGRESS")
     fake_aws.set_latency(500)
     gw = gateway(extra_args=["--redis-url", redis_server.url])
-    pb, _ = h.protos()
     with h.grpc_channel(gw.grpc_target) as ch:
         grpc.channel_ready_future(ch).result(timeout=5)
-        stub = ch.unary_unary(h.GRPC_METHOD,
-                              request_serializer=pb.DescribeBatchInferenceJobRequest.SerializeToString,
-                              response_deserializer=pb.DescribeBatchInferenceJobResponse.FromString)
-        req = pb.DescribeBatchInferenceJobRequest(batch_inference_job_arn=ARN)
+        stub, request = h.describe_stub(ch)
+        req = request(batch_inference_job_arn=ARN)
         futures = [stub.future(req, timeout=30) for _ in range(1000)]
         results = [f.result() for f in futures]
     assert all(r.batch_inference_job.batch_inference_job_arn == ARN for r in results)
@@ -134,12 +131,9 @@ def test_waiters_share_errors_and_a_cancelled_waiter_does_not_cancel_the_fetch(g
     fake_aws.add_job(ARN)
     fake_aws.set_latency(600)
     gw = gateway()
-    pb, _ = h.protos()
     with h.grpc_channel(gw.grpc_target) as ch:
-        stub = ch.unary_unary(h.GRPC_METHOD,
-                              request_serializer=pb.DescribeBatchInferenceJobRequest.SerializeToString,
-                              response_deserializer=pb.DescribeBatchInferenceJobResponse.FromString)
-        req = pb.DescribeBatchInferenceJobRequest(batch_inference_job_arn=ARN)
+        stub, request = h.describe_stub(ch)
+        req = request(batch_inference_job_arn=ARN)
         first = stub.future(req, timeout=10)  # the leader
         time.sleep(0.1)
         others = [stub.future(req, timeout=10) for _ in range(10)]

@@ -166,15 +166,12 @@ def test_200_concurrent_slow_calls_do_not_block(gateway, fake_aws):
         fake_aws.add_job(arn_n(i))
     fake_aws.set_latency(200)
     gw = gateway()
-    pb, _ = h.protos()
     with h.grpc_channel(gw.grpc_target) as ch:
-        stub = ch.unary_unary(h.GRPC_METHOD,
-                              request_serializer=pb.DescribeBatchInferenceJobRequest.SerializeToString,
-                              response_deserializer=pb.DescribeBatchInferenceJobResponse.FromString)
+        stub, request = h.describe_stub(ch)
         # warm the channel so connection setup is not measured
         grpc.channel_ready_future(ch).result(timeout=5)
         t0 = time.monotonic()
-        futures = [stub.future(pb.DescribeBatchInferenceJobRequest(batch_inference_job_arn=arn_n(i)),
+        futures = [stub.future(request(batch_inference_job_arn=arn_n(i)),
                                timeout=10) for i in range(n)]
         results = [f.result() for f in futures]
         elapsed = time.monotonic() - t0
@@ -192,12 +189,9 @@ def test_sigterm_lets_in_flight_calls_finish(gateway, fake_aws):
         fake_aws.add_job(arn_n(i))
     fake_aws.set_latency(1000)
     gw = gateway()
-    pb, _ = h.protos()
     with h.grpc_channel(gw.grpc_target) as ch:
-        stub = ch.unary_unary(h.GRPC_METHOD,
-                              request_serializer=pb.DescribeBatchInferenceJobRequest.SerializeToString,
-                              response_deserializer=pb.DescribeBatchInferenceJobResponse.FromString)
-        futures = [stub.future(pb.DescribeBatchInferenceJobRequest(batch_inference_job_arn=arn_n(i)),
+        stub, request = h.describe_stub(ch)
+        futures = [stub.future(request(batch_inference_job_arn=arn_n(i)),
                                timeout=10) for i in range(20)]
         h.wait_until(lambda: fake_aws.stats()["personalize"]["requests"] >= 20, timeout=5,
                      what="calls in flight upstream")
@@ -298,12 +292,9 @@ def test_cancelled_calls_are_harmless(gateway, fake_aws):
         fake_aws.add_job(arn_n(i))
     fake_aws.set_latency(500)
     gw = gateway()
-    pb, _ = h.protos()
     with h.grpc_channel(gw.grpc_target) as ch:
-        stub = ch.unary_unary(h.GRPC_METHOD,
-                              request_serializer=pb.DescribeBatchInferenceJobRequest.SerializeToString,
-                              response_deserializer=pb.DescribeBatchInferenceJobResponse.FromString)
-        futures = [stub.future(pb.DescribeBatchInferenceJobRequest(batch_inference_job_arn=arn_n(i)),
+        stub, request = h.describe_stub(ch)
+        futures = [stub.future(request(batch_inference_job_arn=arn_n(i)),
                                timeout=10) for i in range(30)]
         time.sleep(0.2)
         for f in futures:
