@@ -193,6 +193,8 @@ class State:
             "signature_failures": [],
             "injected_failures": 0,
             "max_in_flight": self.in_flight,
+            "connections": 0,  # TCP connections accepted on the plain port: shows reuse
+            "tls_connections": 0,  # and on the HTTPS port
             "last_request": None,
             "sts": {
                 "AssumeRoleWithWebIdentity": 0,
@@ -475,6 +477,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeAWS/1.0"
     sys_version = ""
+
+    def setup(self):
+        super().setup()
+        st = self.server.state
+        with st.lock:
+            st.stats["tls_connections" if self.server.tls_context else "connections"] += 1
 
     def log_message(self, fmt, *args):
         # Only the request line and status are ever logged, and only with --verbose.
@@ -1054,10 +1062,20 @@ class FakeServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024
 
-    def __init__(self, addr, state, verbose):
+    def __init__(self, addr, state, verbose, tls_context=None):
         self.state = state
         self.verbose = verbose
+        self.tls_context = tls_context
         super().__init__(addr, Handler)
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.tls_context is not None:
+            # The handshake runs in the connection's own thread (on first read), so a slow or
+            # failing client never stalls the accept loop.
+            sock = self.tls_context.wrap_socket(sock, server_side=True,
+                                                do_handshake_on_connect=False)
+        return sock, addr
 
     def handle_error(self, request, client_address):
         # Clients that hang up mid-request are normal in failure tests; stay quiet.
@@ -1075,6 +1093,9 @@ def main():
     ap.add_argument("--secret-key", default=os.environ.get("FAKE_AWS_SECRET_ACCESS_KEY"))
     ap.add_argument("--session-token", default=os.environ.get("FAKE_AWS_SESSION_TOKEN"))
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--tls-cert", help="also serve HTTPS with this PEM certificate chain")
+    ap.add_argument("--tls-key", help="the private key of --tls-cert")
+    ap.add_argument("--tls-port-file", help="where to write the HTTPS port")
     args = ap.parse_args()
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         ap.error("the fake only listens on loopback")
@@ -1096,6 +1117,22 @@ def main():
             f.write("%d\n" % port)
         os.replace(tmp, args.port_file)
     print("fake_aws listening on %s:%d" % (args.host, port), flush=True)
+    if args.tls_cert:
+        # A second listener on the same state: HTTPS for the upstream TLS tests, while the
+        # control API stays on the plain port.
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        tls_server = FakeServer((args.host, 0), state, args.verbose, ctx)
+        tls_port = tls_server.server_address[1]
+        if args.tls_port_file:
+            tmp = args.tls_port_file + ".tmp"
+            with open(tmp, "w") as f:
+                f.write("%d\n" % tls_port)
+            os.replace(tmp, args.tls_port_file)
+        threading.Thread(target=tls_server.serve_forever, kwargs={"poll_interval": 0.2},
+                         daemon=True).start()
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))

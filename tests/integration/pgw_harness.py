@@ -110,7 +110,9 @@ class FakeAws:
     """A running tests/fakes/fake_personalize.py and a client for its /__control API."""
 
     def __init__(self, workdir, access_key=TEST_ACCESS_KEY, secret_key=TEST_SECRET_KEY,
-                 session_token=None, fixture_dirs=(), verbose=False):
+                 session_token=None, fixture_dirs=(), verbose=False, tls=None):
+        """tls: (cert.pem, key.pem) to serve HTTPS too, at .https_url (same state; the
+        control API stays on .url)."""
         self.access_key = access_key
         self.secret_key = secret_key
         self.session_token = session_token
@@ -132,23 +134,31 @@ class FakeAws:
             cmd += ["--fixtures", str(d)]
         if verbose:
             cmd.append("--verbose")
+        tls_port_file = os.path.join(workdir, "fake_aws.tls_port")
+        if tls:
+            cmd += ["--tls-cert", tls[0], "--tls-key", tls[1], "--tls-port-file", tls_port_file]
+        self.https_url = None
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env,
                                          stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid
         try:
-            def ready():
+            def ready(path):
                 if self.proc.poll() is not None:
                     raise RuntimeError("fake AWS exited with %s:\n%s" % (
                         self.proc.returncode, "\n".join(_read_lines(self.stderr_path))))
-                if not os.path.exists(port_file):
+                if not os.path.exists(path):
                     return None
-                with open(port_file) as f:
+                with open(path) as f:
                     text = f.read().strip()
                 return int(text) if text else None
 
-            self.port = wait_until(ready, timeout=20, what="fake AWS port file")
+            self.port = wait_until(lambda: ready(port_file), timeout=20, what="fake AWS port file")
             self.url = "http://127.0.0.1:%d" % self.port
+            if tls:
+                tls_port = wait_until(lambda: ready(tls_port_file), timeout=20,
+                                      what="fake AWS TLS port file")
+                self.https_url = "https://127.0.0.1:%d" % tls_port
             wait_until(lambda: self._ping(), timeout=10, what="fake AWS /__control/ping")
         except BaseException:
             self.stop()
