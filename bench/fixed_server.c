@@ -34,8 +34,8 @@ static void post(call_state *c)
 {
     memset(c, 0, sizeof(*c));
     grpc_metadata_array_init(&c->md);
-    grpc_server_request_registered_call(server, method, &c->call, &c->deadline, &c->md,
-                                        &c->payload, cq, cq, c);
+    grpc_server_request_registered_call(server, method, &c->call, &c->deadline, &c->md, &c->payload,
+                                        cq, cq, c);
 }
 
 static void *serve(void *arg)
