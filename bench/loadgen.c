@@ -117,7 +117,7 @@ static void usage(void)
             "         (--rate N | --concurrency C) (--duration S | --count N)\n"
             "         [--channels K=4] [--warmup S=1] [--max-outstanding M=10000]\n"
             "         [--cq-threads T=1] [--timeout-ms MS=10000, 0=none] [--late-us US=1000]\n"
-            "         [--batch-us US=50] [--metadata key=value]...\n"
+            "         [--batch-us US=50] [--minimal-stack 0|1] [--metadata key=value]...\n"
             "  --rate: open loop, call i due at start + i/N, latency from the due time\n"
             "  --concurrency: closed loop, C calls kept outstanding (max throughput)\n");
 }
@@ -243,7 +243,7 @@ static void slot_release(call_state *c)
     pthread_mutex_unlock(&lock);
 }
 
-/* Takes a free slot, waiting while max_outstanding calls are in flight; NULL once stopping. */
+/* Takes a free slot, waiting while max_outstanding calls are in flight (never NULL). */
 static call_state *slot_acquire(void)
 {
     pthread_mutex_lock(&lock);

@@ -16,23 +16,34 @@
 # Latency comes from bench/loadgen.c (pgw-bench-loadgen), a gRPC core client, not from
 # h2load --rps, which fires every client's requests together on a timer tick and so measures
 # its own bursts. For the floor and for L1 hits it measures the max rate in a closed loop
-# (LG_CONCURRENCY calls kept outstanding), then p50/p99 in an open loop at half that rate:
-# calls evenly spaced, sent on schedule whatever is outstanding, latency counted from each
-# call's scheduled time. The loadgen costs more CPU per call than h2load and shares the 2
-# cores with the server, so its max rate is that of client+server, below h2load's.
+# (LG_CONCURRENCY calls kept outstanding), then p50/p99 in an open loop at half and at a
+# quarter of that rate: calls evenly spaced, sent on schedule whatever is outstanding, latency
+# counted from each call's scheduled time. "sent late" counts sends more than 1 ms behind
+# schedule: the loadgen itself could not keep up, and the row measures the client.
+# The loadgen costs more CPU per call than h2load and shares the cores with the server, so its
+# max rate is that of client+server, below h2load's. Evenly spaced calls also cost several
+# times more CPU per call than batched ones (a wake-up and a syscall each, on both sides), so
+# half the closed-loop max is well over half the CPU. With LG_PIN=1 (the default) the loadgen
+# runs on the last CPU and the server is moved to the others for the loadgen rows, so the
+# client's threads never preempt the server's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-200000}
 CLIENTS=${CLIENTS:-16}
 STREAMS=${STREAMS:-16}
-LG_SECONDS=${LG_SECONDS:-5}         # measured seconds per loadgen run (after a 1 s warm-up)
-LG_CONCURRENCY=${LG_CONCURRENCY:-32} # closed-loop calls outstanding
-LG_CHANNELS=${LG_CHANNELS:-4}        # connections the loadgen spreads its calls over
+BUILD=${BUILD:-build/release}         # build directory (Release)
+LG_SECONDS=${LG_SECONDS:-5}           # measured seconds per loadgen run (after a 1 s warm-up)
+LG_CONCURRENCY=${LG_CONCURRENCY:-32}  # closed-loop calls outstanding
+LG_CHANNELS=${LG_CHANNELS:-4}         # connections the loadgen spreads its calls over
+LG_PIN=${LG_PIN:-1}                   # 1: loadgen on the last CPU, server on the rest
+# Open loop: calls due within this many µs of each other leave together. 200 (bursts of ~4
+# calls at 20k/s) rather than the loadgen's 50 keeps its own wake-ups from saturating its core.
+LG_BATCH_US=${LG_BATCH_US:-200}
 command -v h2load >/dev/null || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo;
   $sudo apt-get install -y -qq nghttp2-client >/dev/null; }
 scripts/install-deps
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build/release -j"$(nproc)" --target personalize-gateway pgw-bench-fixed-server \
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target personalize-gateway pgw-bench-fixed-server \
   pgw-bench-loadgen >/dev/null
 
 work=$(mktemp -d -t pgw-bench.XXXXXX)
@@ -73,14 +84,20 @@ h2() { # port log-file [extra h2load args...]
   local lat; lat=$(sort -n -k3,3 "$log" | awk '{a[NR]=$3} END {printf "%.0f %.0f", a[int(NR*0.5)], a[int(NR*0.99)]}')
   echo "$rps $lat"
 }
-lg() { # port loadgen-args... -> "rate p50 p99 ok count"; the JSON line is kept in $work/lg.json
-  local port=$1; shift
-  build/release/bench/pgw-bench-loadgen --target "127.0.0.1:$port" --method "$PATH_" \
-    --request "$work/req.pb" --channels "$LG_CHANNELS" --warmup 1 --duration "$LG_SECONDS" "$@" \
+ncpu=$(nproc)
+[ "$ncpu" -ge 2 ] || LG_PIN=0
+pin() { # pid cpu-list: moves every thread of a running server
+  [ "$LG_PIN" = 1 ] && taskset -a -p -c "$2" "$1" >/dev/null || true
+}
+lg() { # port loadgen-args... -> "rate p50 p99 ok count late"; the JSON line is in $work/lg.json
+  local port=$1 pin_cmd=(); shift
+  [ "$LG_PIN" = 1 ] && pin_cmd=(taskset -c "$((ncpu - 1))")
+  "${pin_cmd[@]}" "$BUILD"/bench/pgw-bench-loadgen --target "127.0.0.1:$port" --method "$PATH_" \
+    --request "$work/req.pb" --channels "$LG_CHANNELS" --warmup 1 --duration "$LG_SECONDS" --batch-us "$LG_BATCH_US" "$@" \
     > "$work/lg.json"
   /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
-print("%.0f %.0f %.0f %d %d" % (d["rate"], d["p50_us"], d["p99_us"], d["ok"], d["count"]))
-if d["errors"] or d["late"]: print("loadgen:", d, file=sys.stderr)' "$work/lg.json"
+print("%.0f %.0f %.0f %d %d %d" % (d["rate"], d["p50_us"], d["p99_us"], d["ok"], d["count"], d["late"]))
+if d["errors"]: print("loadgen:", d, file=sys.stderr)' "$work/lg.json"
 }
 ok_count() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^pgw_requests_total\{.*frontend="grpc".*code="OK"/ {s+=$2} END {print s+0}'; }
 
@@ -88,7 +105,7 @@ start_gateway() { # name extra-args...
   local name=$1; shift
   GRPC_PORT=$(free_port); HTTP_PORT=$(free_port)
   AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret-key AWS_ENDPOINT_URL_PERSONALIZE="$fake" \
-    build/release/personalize-gateway --grpc-addr "127.0.0.1:$GRPC_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
+    "$BUILD"/personalize-gateway --grpc-addr "127.0.0.1:$GRPC_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
     --log-level warn "$@" > "$work/$name.log" 2>&1 &
   GW_PID=$!
   pids+=("$GW_PID")
@@ -98,17 +115,20 @@ stop_gateway() { kill "$GW_PID"; wait "$GW_PID" || true; }
 
 results=()
 fixed_port=$(free_port)
-build/release/bench/pgw-bench-fixed-server "127.0.0.1:$fixed_port" 2 >/dev/null &
+"$BUILD"/bench/pgw-bench-fixed-server "127.0.0.1:$fixed_port" 2 >/dev/null &
 fixed_pid=$!; pids+=("$fixed_pid")
 wait_port "$fixed_port"
 read -r rps p50 p99 < <(h2 "$fixed_port" "$work/floor.log")
 results+=("| floor: trivial gRPC core server | h2load | $rps | $p50 | $p99 | $REQUESTS (not counted) |")
 floor_rps=$rps
-read -r rps p50 p99 ok n < <(lg "$fixed_port" --concurrency "$LG_CONCURRENCY")
+pin "$fixed_pid" "0-$((ncpu - 2))"
+read -r rps p50 p99 ok n late < <(lg "$fixed_port" --concurrency "$LG_CONCURRENCY")
 results+=("| floor, max rate (closed loop, $LG_CONCURRENCY outstanding) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n |")
 floor_half=$((rps / 2))
-read -r rps p50 p99 ok n < <(lg "$fixed_port" --rate "$floor_half")
-results+=("| floor at half its loadgen max (open loop, $floor_half/s) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n |")
+read -r rps p50 p99 ok n late < <(lg "$fixed_port" --rate "$floor_half")
+results+=("| floor at half its loadgen max (open loop, $floor_half/s) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n, $late sent late |")
+read -r rps p50 p99 ok n late < <(lg "$fixed_port" --rate "$((floor_half / 2))")
+results+=("| floor at a quarter of its loadgen max (open loop, $((floor_half / 2))/s) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n, $late sent late |")
 kill "$fixed_pid"; wait "$fixed_pid" 2>/dev/null || true
 
 start_gateway l1
@@ -116,11 +136,14 @@ curl -s "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null
 read -r rps p50 p99 < <(h2 "$GRPC_PORT" "$work/l1.log")
 results+=("| gateway, L1 hits | h2load | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT") |")
 l1_rps=$rps
-read -r rps p50 p99 ok n < <(lg "$GRPC_PORT" --concurrency "$LG_CONCURRENCY")
+pin "$GW_PID" "0-$((ncpu - 2))"
+read -r rps p50 p99 ok n late < <(lg "$GRPC_PORT" --concurrency "$LG_CONCURRENCY")
 results+=("| gateway, L1 hits, max rate (closed loop, $LG_CONCURRENCY outstanding) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n; server: $(ok_count "$HTTP_PORT") (cumulative) |")
 l1_half=$((rps / 2))
-read -r rps p50 p99 ok n < <(lg "$GRPC_PORT" --rate "$l1_half")
-results+=("| gateway, L1 hits at half its loadgen max (open loop, $l1_half/s) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n; server: $(ok_count "$HTTP_PORT") (cumulative) |")
+read -r rps p50 p99 ok n late < <(lg "$GRPC_PORT" --rate "$l1_half")
+results+=("| gateway, L1 hits at half its loadgen max (open loop, $l1_half/s) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n, $late sent late; server: $(ok_count "$HTTP_PORT") (cumulative) |")
+read -r rps p50 p99 ok n late < <(lg "$GRPC_PORT" --rate "$((l1_half / 2))")
+results+=("| gateway, L1 hits at a quarter of its loadgen max (open loop, $((l1_half / 2))/s) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n, $late sent late; server: $(ok_count "$HTTP_PORT") (cumulative) |")
 stop_gateway
 
 start_gateway redis --redis-url "redis://127.0.0.1:$redis_port" --l1-max-entries 0
@@ -137,7 +160,7 @@ results+=("| gateway, same-ARN stampede, no-cache, 20 ms upstream | h2load | $rp
 stop_gateway
 
 echo "machine: $(nproc) cores, $(uname -r); h2load -c $CLIENTS -m $STREAMS -t 1 -n $REQUESTS;" \
-  "loadgen $LG_CHANNELS channels, 1 s warm-up + $LG_SECONDS s per row"
+  "loadgen $LG_CHANNELS channels, 1 s warm-up + $LG_SECONDS s per row, pinned: $LG_PIN, batch $LG_BATCH_US µs"
 echo
 echo "| scenario | client | requests/s | p50 µs | p99 µs | gRPC OK |"
 echo "| --- | --- | ---: | ---: | ---: | --- |"
