@@ -75,6 +75,10 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/d
 pids+=($!)
 wait_port "$redis_port"
 
+# CPU time (user + system, all threads) a process has used, in µs: per call, it is the figure
+# least disturbed by other load on a shared VM, where requests/s drift by tens of percent.
+cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000000 / hz}' "/proc/$1/stat"; }
+
 h2() { # port log-file [extra h2load args...]
   local port=$1 log=$2; shift 2
   h2load -n "$REQUESTS" -c "$CLIENTS" -m "$STREAMS" -t 1 -d "$work/req.bin" \
@@ -118,8 +122,10 @@ fixed_port=$(free_port)
 "$BUILD"/bench/pgw-bench-fixed-server "127.0.0.1:$fixed_port" 2 >/dev/null &
 fixed_pid=$!; pids+=("$fixed_pid")
 wait_port "$fixed_port"
+cpu0=$(cpu_us "$fixed_pid")
 read -r rps p50 p99 < <(h2 "$fixed_port" "$work/floor.log")
-results+=("| floor: trivial gRPC core server | h2load | $rps | $p50 | $p99 | $REQUESTS (not counted) |")
+floor_cpu=$(awk -v a="$cpu0" -v b="$(cpu_us "$fixed_pid")" -v n="$REQUESTS" 'BEGIN {printf "%.1f", (b - a) / n}')
+results+=("| floor: trivial gRPC core server | h2load | $rps | $p50 | $p99 | $REQUESTS (not counted); server CPU $floor_cpu µs/call |")
 floor_rps=$rps
 pin "$fixed_pid" "0-$((ncpu - 2))"
 read -r rps p50 p99 ok n late < <(lg "$fixed_port" --concurrency "$LG_CONCURRENCY")
@@ -133,8 +139,10 @@ kill "$fixed_pid"; wait "$fixed_pid" 2>/dev/null || true
 
 start_gateway l1
 curl -s "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null
+cpu0=$(cpu_us "$GW_PID")
 read -r rps p50 p99 < <(h2 "$GRPC_PORT" "$work/l1.log")
-results+=("| gateway, L1 hits | h2load | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT") |")
+l1_cpu=$(awk -v a="$cpu0" -v b="$(cpu_us "$GW_PID")" -v n="$REQUESTS" 'BEGIN {printf "%.1f", (b - a) / n}')
+results+=("| gateway, L1 hits | h2load | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT"); server CPU $l1_cpu µs/call |")
 l1_rps=$rps
 pin "$GW_PID" "0-$((ncpu - 2))"
 read -r rps p50 p99 ok n late < <(lg "$GRPC_PORT" --concurrency "$LG_CONCURRENCY")
@@ -167,3 +175,4 @@ echo "| --- | --- | ---: | ---: | ---: | --- |"
 printf '%s\n' "${results[@]}"
 echo
 /usr/bin/python3 -c "print('L1 hits reach %.0f%% of the floor' % (100 * float('$l1_rps') / float('$floor_rps')))"
+/usr/bin/python3 -c "print('server CPU per L1 hit: %s us, per floor call: %s us (%.0f%% of the floor per call)' % ('$l1_cpu', '$floor_cpu', 100 * float('$floor_cpu') / float('$l1_cpu')))"
