@@ -46,6 +46,8 @@ static const opt_def options[] = {
     INT_OPT(shutdown_grace_ms, "10000", 0, 600000,
             "on SIGTERM/SIGINT, time in-flight calls get to finish"),
     STR_OPT(log_level, OPT_LEVEL, "info", "minimum log level: debug, info, warn, error"),
+    INT_OPT(core_dumps, "0", 0, 1,
+            "1 allows core dumps (they would hold AWS secrets: for debugging only)"),
     INT_OPT(http_max_header_bytes, "16384", 1024, 1048576,
             "largest HTTP request line + headers accepted, in bytes (larger: 400)"),
     INT_OPT(http_max_body_bytes, "65536", 1024, 16777216,

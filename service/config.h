@@ -14,6 +14,7 @@ typedef struct pgw_config {
     int grpc_threads; /* completion-queue threads */
     int grpc_max_recv_bytes;
     int shutdown_grace_ms;
+    int core_dumps; /* 0: the process never writes a core file */
     char *log_level;
     int http_max_header_bytes;   /* request line + headers */
     int http_max_body_bytes;     /* request body */

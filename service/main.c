@@ -4,6 +4,7 @@
 #include <curl/curl.h>
 #include <grpc/grpc.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,6 +321,12 @@ int main(int argc, char **argv)
         break;
     }
     pgw_log_set_level_name(g.cfg.log_level);
+    if (!g.cfg.core_dumps) {
+        /* The process holds AWS keys and session tokens: a core file would carry them to
+         * disk, past every care taken to keep them out of logs. */
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     grpc_init();
 

@@ -334,5 +334,9 @@ def test_startup_log_names_listeners_and_no_secrets(gateway, fake_aws):
     rec = gw.wait_for_log(lambda r: r.get("msg") == "personalize-gateway started")
     assert rec["grpc_addr"] == gw.grpc_target
     assert rec["endpoint_override"] == fake_aws.url
+    # It holds secrets: no core file may ever carry them to disk.
+    with open("/proc/%d/limits" % gw.pid) as f:
+        core = [l for l in f if l.startswith("Max core file size")][0].split()
+    assert core[4:6] == ["0", "0"], core
     gw.stop()
     h.secrets_never_logged(gw, [fake_aws.secret_key])
