@@ -106,6 +106,9 @@ struct pgw_grpc_server {
     pthread_t *threads;
     int n_threads;
     atomic_int in_flight;
+    /* rpc structs alive, posted requests included: the server may only be freed once the
+     * last one is (the loop may hold one a moment after gRPC considers its call done). */
+    atomic_int live_rpcs;
     atomic_int shutting_down;
     rpc_tag shutdown_tag;
     pthread_mutex_t mu;
@@ -135,7 +138,13 @@ static void rpc_unref(rpc *r)
         grpc_slice_unref(r->status_details);
     if (r->watch_message)
         grpc_byte_buffer_destroy(r->watch_message);
+    pgw_grpc_server *s = r->server;
     free(r);
+    if (atomic_fetch_sub(&s->live_rpcs, 1) == 1) {
+        pthread_mutex_lock(&s->mu);
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->mu);
+    }
 }
 
 static rpc *rpc_new(pgw_grpc_server *s)
@@ -144,6 +153,7 @@ static rpc *rpc_new(pgw_grpc_server *s)
     if (!r)
         return NULL;
     r->server = s;
+    atomic_fetch_add(&s->live_rpcs, 1);
     atomic_init(&r->refs, 1); /* the "new call" tag */
     r->new_tag.rpc = r->close_tag.rpc = r->send_tag.rpc = r;
     r->close_tag.kind = TAG_CLOSE;
@@ -884,7 +894,19 @@ int pgw_grpc_server_start(pgw_grpc_server *s)
     return 0;
 }
 
-static int wait_shutdown_done(pgw_grpc_server *s, int timeout_ms)
+static int shutdown_notified(pgw_grpc_server *s)
+{
+    return s->shutdown_done;
+}
+
+static int no_live_rpcs(pgw_grpc_server *s)
+{
+    return atomic_load(&s->live_rpcs) == 0;
+}
+
+/* Waits on the server's condition variable until done(s) holds or timeout_ms passes (-1:
+ * forever). Returns whether it holds. */
+static int wait_until(pgw_grpc_server *s, int (*done)(pgw_grpc_server *), int timeout_ms)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -895,15 +917,15 @@ static int wait_shutdown_done(pgw_grpc_server *s, int timeout_ms)
         until.tv_nsec -= 1000000000;
     }
     pthread_mutex_lock(&s->mu);
-    while (!s->shutdown_done) {
+    while (!done(s)) {
         if (timeout_ms < 0)
             pthread_cond_wait(&s->cond, &s->mu);
         else if (pthread_cond_timedwait(&s->cond, &s->mu, &until) != 0)
             break;
     }
-    int done = s->shutdown_done;
+    int ok = done(s);
     pthread_mutex_unlock(&s->mu);
-    return done;
+    return ok;
 }
 
 void pgw_grpc_server_shutdown(pgw_grpc_server *s, int grace_ms)
@@ -913,13 +935,20 @@ void pgw_grpc_server_shutdown(pgw_grpc_server *s, int grace_ms)
     poll_watchers(s); /* Watch streams get NOT_SERVING, then their final status */
     if (s->n_threads == 0) {
         grpc_server_cancel_all_calls(s->server);
-    } else if (!wait_shutdown_done(s, grace_ms)) {
+    } else if (!wait_until(s, shutdown_notified, grace_ms)) {
         pgw_log(PGW_LOG_WARN, "grace period over: cancelling the calls still in flight",
                 json_pack("{s:i}", "in_flight", atomic_load(&s->in_flight)));
         grpc_server_cancel_all_calls(s->server);
     }
-    if (s->n_threads)
-        wait_shutdown_done(s, -1);
+    if (s->n_threads) {
+        wait_until(s, shutdown_notified, -1);
+        /* The loop may still hold a call gRPC is done with (it answered, but has not dropped
+         * its reference yet), and the completion-queue threads still fail the requests we had
+         * posted: wait for the last of them. */
+        if (!wait_until(s, no_live_rpcs, 10000))
+            pgw_log(PGW_LOG_ERROR, "calls still referenced 10 s after shutdown",
+                    json_pack("{s:i}", "rpcs", atomic_load(&s->live_rpcs)));
+    }
 }
 
 void pgw_grpc_server_free(pgw_grpc_server *s)
