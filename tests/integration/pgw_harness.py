@@ -538,6 +538,15 @@ class Gateway:
 
         wait_until(ready, timeout=timeout, what="gateway ports %d/%d" % (self.grpc_port, self.http_port))
 
+    def wait_readyz(self, timeout=15.0):
+        """Waits for GET /readyz to answer 200 (listening, AWS credentials obtained)."""
+        def ready():
+            try:
+                return self.http_get("/readyz", timeout=2)[0] == 200
+            except OSError:
+                return False
+        wait_until(ready, timeout=timeout, what="gateway /readyz 200")
+
     def stop(self, sig=signal.SIGTERM, timeout=15.0):
         """Sends sig, waits up to timeout (then SIGKILL); returns the exit code (-N = killed by N)."""
         if self.exit_code is None:

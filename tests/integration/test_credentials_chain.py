@@ -33,15 +33,6 @@ def write(path, text, mode=0o600):
     return path
 
 
-def wait_ready(gw, timeout=15):
-    """Waits for /readyz to answer 200 (credentials obtained)."""
-    def ready():
-        try:
-            return gw.http_get("/readyz", timeout=2)[0] == 200
-        except OSError:
-            return False
-    h.wait_until(ready, timeout=timeout, what="gateway /readyz 200")
-
 
 def all_secrets(fake, configured=()):
     out = [s for s in configured if s]
@@ -78,7 +69,7 @@ def call_ok(gw, arn=ARN):
 def test_environment_keys_make_the_gateway_ready(gateway, fake_aws):
     fake_aws.add_job(ARN)
     gw = gateway()
-    wait_ready(gw)
+    gw.wait_readyz()
     call_ok(gw)
     rec = gw.wait_for_log(lambda r: r.get("msg") == "AWS credentials obtained")
     assert rec["source"] == "environment"
@@ -95,7 +86,7 @@ def test_web_identity_from_environment(gateway, fake_aws, tmp_path):
     gw = gateway(env=dict(NO_ENV_KEYS, AWS_WEB_IDENTITY_TOKEN_FILE=token_file,
                           AWS_ROLE_ARN=ROLE, AWS_ROLE_SESSION_NAME="pgw-irsa",
                           AWS_ENDPOINT_URL_STS=fake_aws.url))
-    wait_ready(gw)
+    gw.wait_readyz()
     call_ok(gw)
     sts = fake_aws.stats()["sts"]
     assert sts["AssumeRoleWithWebIdentity"] >= 1
@@ -111,7 +102,7 @@ def test_web_identity_default_session_name(gateway, fake_aws, tmp_path):
     token_file = write(str(tmp_path / "token"), secrets.token_urlsafe(32))
     gw = gateway(env=dict(NO_ENV_KEYS, AWS_WEB_IDENTITY_TOKEN_FILE=token_file,
                           AWS_ROLE_ARN=ROLE, AWS_ENDPOINT_URL_STS=fake_aws.url))
-    wait_ready(gw)
+    gw.wait_readyz()
     call_ok(gw)
     assert fake_aws.stats()["sts"]["session_names"][0].startswith("personalize-gateway-")
 
@@ -128,7 +119,7 @@ def test_profile_static_keys(gateway, fake_aws, tmp_path):
                    "[default]\nregion = us-east-1\n[profile team]\nregion = us-east-1\n")
     gw = gateway(env=dict(NO_ENV_KEYS, AWS_PROFILE="team", AWS_SHARED_CREDENTIALS_FILE=creds,
                           AWS_CONFIG_FILE=config))
-    wait_ready(gw)
+    gw.wait_readyz()
     call_ok(gw)
     assert used_keys(fake_aws) == {"AKIAPGWPROFILE000001"}
     fake_aws.assert_no_signature_failures()
@@ -152,7 +143,7 @@ def test_profile_role_arn_with_source_profile_assumes_role(gateway, fake_aws, tm
                    "s3 =\n  max_concurrent_requests = 20\n" % ROLE)
     gw = gateway(env=dict(NO_ENV_KEYS, AWS_PROFILE="app", AWS_SHARED_CREDENTIALS_FILE=creds,
                           AWS_CONFIG_FILE=config, AWS_ENDPOINT_URL_STS=fake_aws.url))
-    wait_ready(gw)
+    gw.wait_readyz()
     call_ok(gw)
     sts = fake_aws.stats()["sts"]
     assert sts["AssumeRole"] >= 1 and sts["AssumeRoleWithWebIdentity"] == 0
@@ -172,7 +163,7 @@ def test_profile_web_identity_token_file(gateway, fake_aws, tmp_path):
     gw = gateway(env=dict(NO_ENV_KEYS, AWS_CONFIG_FILE=config,
                           AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "absent"),
                           AWS_ENDPOINT_URL_STS=fake_aws.url))
-    wait_ready(gw)
+    gw.wait_readyz()
     call_ok(gw)
     assert_signed_with_issued(fake_aws, "sts:AssumeRoleWithWebIdentity")
     h.secrets_never_logged(gw, all_secrets(fake_aws, [token]))
@@ -187,7 +178,7 @@ def test_container_credentials_with_token_file(gateway, fake_aws, tmp_path):
     gw = gateway(env=dict(NO_ENV_KEYS,
                           AWS_CONTAINER_CREDENTIALS_FULL_URI=fake_aws.url + "/v1/credentials",
                           AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=token_file))
-    wait_ready(gw)
+    gw.wait_readyz()
     call_ok(gw)
     c = fake_aws.stats()["container"]
     assert c["auth_ok"] >= 1 and c["auth_failed"] == 0
@@ -203,7 +194,7 @@ def test_container_credentials_with_token_variable(gateway, fake_aws):
     gw = gateway(env=dict(NO_ENV_KEYS,
                           AWS_CONTAINER_CREDENTIALS_FULL_URI=fake_aws.url + "/v2/creds",
                           AWS_CONTAINER_AUTHORIZATION_TOKEN=token))
-    wait_ready(gw)
+    gw.wait_readyz()
     call_ok(gw)
     assert_signed_with_issued(fake_aws, "container")
     h.secrets_never_logged(gw, all_secrets(fake_aws, [token]))
@@ -228,7 +219,7 @@ def test_imds_v2(gateway, fake_aws):
     only_issued(fake_aws)
     gw = gateway(env=dict(NO_ENV_KEYS, AWS_EC2_METADATA_DISABLED=None,
                           AWS_EC2_METADATA_SERVICE_ENDPOINT=fake_aws.url))
-    wait_ready(gw)
+    gw.wait_readyz()
     call_ok(gw)
     imds = fake_aws.stats()["imds"]
     assert imds["token_requests"] >= 1 and imds["credential_requests"] >= 1
@@ -281,7 +272,7 @@ def test_precedence_env_web_identity_profile_container_imds(gateway, fake_aws, t
         env.update(removed)
         fake_aws.reset_stats()
         gw = gateway(env=env)
-        wait_ready(gw)
+        gw.wait_readyz()
         call_ok(gw)
         rec = gw.wait_for_log(lambda r: r.get("msg") == "AWS credentials obtained")
         assert rec["source"] == name, (name, rec)

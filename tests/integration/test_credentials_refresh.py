@@ -35,14 +35,6 @@ def write(path, text):
     return path
 
 
-def wait_ready(gw, timeout=15):
-    def ready():
-        try:
-            return gw.http_get("/readyz", timeout=2)[0] == 200
-        except OSError:
-            return False
-    h.wait_until(ready, timeout=timeout, what="gateway /readyz 200")
-
 
 def call(gw, arn, channel=None, timeout=10):
     return h.describe(gw.grpc_target, arn, timeout=timeout, channel=channel,
@@ -68,7 +60,7 @@ def test_token_file_rotated_between_refreshes(gateway, fake_aws, tmp_path):
     token_file = write(str(tmp_path / "token"), t1)
     fake_aws.configure_sts(ttl_s=30, expected_web_identity_token=t1)
     gw = gateway(env=web_identity_env(fake_aws, token_file))
-    wait_ready(gw)
+    gw.wait_readyz()
     call(gw, arn_n(0))
     # /metrics names the source and the expiry of the credentials in use.
     status, _, body = gw.http_get("/metrics")
@@ -106,7 +98,7 @@ def test_no_call_fails_while_credentials_expire_under_load(gateway, fake_aws):
     fake_aws.set_latency(30)  # calls overlap the switch to new credentials
     gw = gateway(env=dict(NO_ENV_KEYS,
                           AWS_CONTAINER_CREDENTIALS_FULL_URI=fake_aws.url + "/v1/credentials"))
-    wait_ready(gw)
+    gw.wait_readyz()
     errors, done = [], [0]
     lock = threading.Lock()
     stop_at = time.monotonic() + 24
@@ -148,7 +140,7 @@ def test_failed_refresh_keeps_the_last_good_credentials(gateway, fake_aws, tmp_p
     token_file = write(str(tmp_path / "token"), token)
     fake_aws.configure_sts(ttl_s=44)
     gw = gateway(env=web_identity_env(fake_aws, token_file))
-    wait_ready(gw)
+    gw.wait_readyz()
     call(gw, arn_n(0))
     # The next two STS calls (the refresh at ~22 s and its first retry) fail.
     fake_aws.fail(service="sts", count=2, status=503, type="ServiceUnavailable",
@@ -179,7 +171,7 @@ def test_source_that_fails_at_start_then_recovers(gateway, fake_aws):
     gw.wait_for_log(lambda r: r.get("msg") == "AWS credentials fetch failed")
     status, _, body = gw.http_get("/readyz")
     assert status == 503 and b"credentials" in body
-    wait_ready(gw, timeout=20)  # retried with backoff until the endpoint answers
+    gw.wait_readyz(timeout=20)  # retried with backoff until the endpoint answers
     call(gw, arn_n(0))
     fails = [r for r in gw.log_records() if r.get("msg") == "AWS credentials fetch failed"]
     assert len(fails) >= 3 and all("HTTP 500" in r["error"] for r in fails)
@@ -198,7 +190,7 @@ def test_expired_token_answer_triggers_one_refresh_for_all_callers(gateway, fake
     fake_aws.set_credentials([], replace=True)
     token_file = write(str(tmp_path / "token"), secrets.token_urlsafe(40))
     gw = gateway(env=web_identity_env(fake_aws, token_file))
-    wait_ready(gw)
+    gw.wait_readyz()
     call(gw, arn_n(0))
     first = fake_aws.issued_credentials()[0]["access_key"]
     fake_aws.expire_credentials(first)
@@ -238,7 +230,7 @@ def test_credentials_lapse_without_replacement_makes_the_gateway_unready(gateway
     fake_aws.configure_container(ttl_s=20)
     gw = gateway(env=dict(NO_ENV_KEYS,
                           AWS_CONTAINER_CREDENTIALS_FULL_URI=fake_aws.url + "/v1/credentials"))
-    wait_ready(gw)
+    gw.wait_readyz()
     call(gw, arn_n(0))
     fake_aws.fail(service="container", count=1000, status=500)
     gw.wait_for_log(lambda r: r.get("msg") == "AWS credentials expired without a replacement",
