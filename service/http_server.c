@@ -636,11 +636,6 @@ int pgw_http_server_port(const pgw_http_server *s)
     return s->port;
 }
 
-int pgw_http_server_in_flight(const pgw_http_server *s)
-{
-    return atomic_load(&s->in_flight);
-}
-
 /* Loop thread: stop accepting; keep the open connections for the answers still due. */
 static void close_listener(void *arg)
 {

@@ -42,9 +42,6 @@ pgw_http_server *pgw_http_server_new(const pgw_http_server_options *options, cha
 /* The port actually bound (useful with port 0). */
 int pgw_http_server_port(const pgw_http_server *server);
 
-/* DescribeBatchInferenceJob calls being served now. Any thread. */
-int pgw_http_server_in_flight(const pgw_http_server *server);
-
 /* Stops accepting connections (the loop closes the listener soon after) and marks every later
  * answer `Connection: close`. Any thread; idempotent. */
 void pgw_http_server_stop_accepting(pgw_http_server *server);

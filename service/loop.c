@@ -105,11 +105,6 @@ int pgw_loop_post(pgw_loop *loop, pgw_loop_fn fn, void *arg)
     return 0;
 }
 
-int pgw_loop_is_current(pgw_loop *loop)
-{
-    return loop->started && pthread_equal(pthread_self(), loop->thread);
-}
-
 static void *loop_main(void *arg)
 {
     pgw_loop *loop = arg;

@@ -22,9 +22,6 @@ struct event_base *pgw_loop_base(pgw_loop *loop);
  * arg). */
 int pgw_loop_post(pgw_loop *loop, pgw_loop_fn fn, void *arg);
 
-/* Nonzero when the caller runs on the loop thread. */
-int pgw_loop_is_current(pgw_loop *loop);
-
 /* Starts the loop thread. Returns 0 or -1. */
 int pgw_loop_start(pgw_loop *loop);
 

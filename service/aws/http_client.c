@@ -12,7 +12,6 @@ struct pgw_http_client {
     struct event *timer;
     pgw_http_client_options options;
     char *ca_file;
-    int in_flight;
     pgw_http_transfer *transfers; /* every transfer in flight, for pgw_http_client_free */
 };
 
@@ -63,7 +62,6 @@ static void transfer_free(pgw_http_transfer *t)
         t->client->transfers = t->next;
     if (t->next)
         t->next->prev = t->prev;
-    t->client->in_flight--;
     free(t);
 }
 
@@ -239,7 +237,6 @@ pgw_http_transfer *pgw_http_start(pgw_http_client *client, const pgw_http_reques
         free(t);
         return NULL;
     }
-    client->in_flight++;
     t->next = client->transfers;
     if (t->next)
         t->next->prev = t;
@@ -323,9 +320,4 @@ const char *pgw_http_response_header(const pgw_http_response *response, const ch
         curl_easy_header(response->transfer->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
         return NULL;
     return h->value;
-}
-
-int pgw_http_client_in_flight(const pgw_http_client *client)
-{
-    return client->in_flight;
 }

@@ -61,7 +61,4 @@ pgw_http_transfer *pgw_http_start(pgw_http_client *client, const pgw_http_reques
 /* Stops a transfer; its callback will not fire. Not from inside its own callback. */
 void pgw_http_cancel(pgw_http_transfer *transfer);
 
-/* Transfers in flight now. */
-int pgw_http_client_in_flight(const pgw_http_client *client);
-
 #endif

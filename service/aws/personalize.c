@@ -37,7 +37,6 @@ struct pgw_personalize {
     int retry_quota;
     uint64_t rng;
     pgw_personalize_call *calls; /* in flight, for pgw_personalize_free */
-    pgw_personalize_stats stats;
 };
 
 typedef enum call_state {
@@ -211,7 +210,6 @@ static int schedule_retry(pgw_personalize_call *call, int timeout)
         return 0;
     c->retry_quota -= cost;
     call->quota_spent += cost;
-    c->stats.retries++;
     pgw_metrics_upstream_retry();
     call->state = CALL_BACKING_OFF;
     struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
@@ -253,7 +251,6 @@ static void handle_success(pgw_personalize_call *call, const pgw_http_response *
     c->retry_quota += call->quota_spent ? call->quota_spent : 1;
     if (c->retry_quota > RETRY_QUOTA_CAPACITY)
         c->retry_quota = RETRY_QUOTA_CAPACITY;
-    c->stats.ok++;
     pgw_personalize_result r = {
         .code = PGW_OK,
         .message = "OK",
@@ -279,7 +276,6 @@ static void on_response(const pgw_http_response *resp, void *user_data)
         resp->transport_error ? NULL : pgw_http_response_header(resp, "x-amzn-RequestId");
 
     if (resp->transport_error) {
-        c->stats.transport_errors++;
         pgw_metrics_upstream(resp->timed_out ? "timeout" : "transport_error", seconds);
         if (call->deadline_ms && remaining_ms(call) <= 0) {
             finish_error(call, PGW_DEADLINE_EXCEEDED, NULL, NULL,
@@ -302,12 +298,6 @@ static void on_response(const pgw_http_response *resp, void *user_data)
     pgw_aws_error e;
     pgw_aws_error_parse((int)resp->status, pgw_http_response_header(resp, "x-amzn-ErrorType"),
                         resp->body, resp->body_len, &e);
-    if (resp->status >= 500)
-        c->stats.server_errors++;
-    else
-        c->stats.client_errors++;
-    if (e.throttling)
-        c->stats.throttled++;
     pgw_metrics_upstream(e.throttling                ? "throttled"
                          : e.status == PGW_NOT_FOUND ? "not_found"
                          : resp->status >= 500       ? "server_error"
@@ -441,7 +431,6 @@ static void send_attempt(pgw_personalize_call *call, pgw_credentials *creds)
             call->attempt_started_ms = pgw_now_mono_ms();
             pgw_credentials_unref(call->signed_with);
             call->signed_with = pgw_credentials_ref(creds);
-            c->stats.attempts++;
             call->state = CALL_IN_TRANSFER;
         }
     }
@@ -528,10 +517,4 @@ void pgw_personalize_cancel(pgw_personalize_call *call)
         return;
     }
     call_free(call);
-}
-
-void pgw_personalize_get_stats(const pgw_personalize *c, pgw_personalize_stats *out)
-{
-    *out = c->stats;
-    out->retry_quota = c->retry_quota;
 }

@@ -56,14 +56,4 @@ pgw_personalize_call *pgw_personalize_describe(pgw_personalize *client, const ch
 /* Stops a call; its callback will not fire. Not from inside its own callback. */
 void pgw_personalize_cancel(pgw_personalize_call *call);
 
-/* Counters since start (loop thread). */
-typedef struct pgw_personalize_stats {
-    uint64_t attempts; /* HTTP requests sent */
-    uint64_t retries;  /* attempts after the first */
-    uint64_t ok, client_errors, server_errors, throttled, transport_errors;
-    int retry_quota; /* tokens left in the shared retry quota */
-} pgw_personalize_stats;
-
-void pgw_personalize_get_stats(const pgw_personalize *client, pgw_personalize_stats *out);
-
 #endif
