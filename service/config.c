@@ -67,6 +67,9 @@ static const opt_def options[] = {
     STR_OPT(redis_url, OPT_URL, NULL,
             "redis://[:password@]host:port[/db]; unset: in-process cache only"),
     INT_OPT(redis_timeout_ms, "50", 1, 10000, "Redis command timeout; slower means a miss"),
+    INT_OPT(redis_lease_ms, "3000", 100, 600000,
+            "life of a replica's fetch lease in Redis: how long the others wait before one of "
+            "them takes over from a holder that died"),
     INT_OPT(cache_ttl_terminal_s, "3600", 1, 604800,
             "cache TTL of jobs in a terminal status (ACTIVE, CREATE FAILED)"),
     INT_OPT(cache_ttl_running_s, "10", 1, 86400,

@@ -30,6 +30,7 @@ typedef struct pgw_config {
     /* cache */
     char *redis_url; /* NULL: in-process cache only */
     int redis_timeout_ms;
+    int redis_lease_ms; /* cross-replica coalescing: see cache/fleet.h */
     int cache_ttl_terminal_s;
     int cache_ttl_running_s;
     int cache_ttl_not_found_s;

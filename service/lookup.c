@@ -18,6 +18,7 @@
 #include <sys/random.h>
 
 #include "cache/entry.h"
+#include "cache/fleet.h"
 #include "cache/l1.h"
 #include "cache/redis_tier.h"
 #include "cache/singleflight.h"
@@ -39,6 +40,7 @@ struct pgw_lookup {
     pgw_personalize *personalize;
     pgw_l1 *l1;
     pgw_redis_tier *redis;
+    pgw_fleet *fleet;
     pgw_ttl_config ttl;
     pgw_policy *policy;
     pgw_rate_limit *rate_limit;
@@ -83,6 +85,9 @@ typedef struct fetch {
     pgw_flight *flight;
     pgw_personalize_call *call;
     pgw_rate_limit_wait *token_wait; /* waiting for an upstream token (then call is NULL) */
+    pgw_fleet_wait *fleet_wait;      /* waiting for another replica's fetch (ditto) */
+    struct event *fleet_deadline;    /* bounds that wait by the fetch's deadline */
+    int holds_lease;                 /* we fetch for the fleet: publish the outcome */
     pgw_arn parsed;
     int64_t deadline_ms;
     char arn[PGW_ARN_MAX_LEN + 1];
@@ -93,7 +98,9 @@ typedef struct fetch_outcome {
     const char *aws_error_code;
     const char *request_id;
     int64_t fetched_at_ms;
-    int upstream_limited; /* no upstream token in time */
+    int upstream_limited;    /* no upstream token in time */
+    pgw_cache_source source; /* OK answers: UPSTREAM, or REDIS when another replica fetched */
+    int64_t age_s;
 } fetch_outcome;
 
 const char *pgw_cache_source_name(pgw_cache_source source)
@@ -129,6 +136,7 @@ pgw_lookup *pgw_lookup_new(const pgw_lookup_options *options)
     lk->personalize = options->personalize;
     lk->l1 = options->l1;
     lk->redis = options->redis;
+    lk->fleet = options->redis ? options->fleet : NULL;
     lk->ttl = options->ttl;
     lk->policy = options->policy;
     lk->rate_limit = options->rate_limit;
@@ -160,6 +168,9 @@ void pgw_lookup_free(pgw_lookup *lk)
             pgw_rate_limit_upstream_cancel(lk->rate_limit, f->token_wait);
         if (f->call)
             pgw_personalize_cancel(f->call);
+        pgw_fleet_cancel(f->fleet_wait);
+        if (f->fleet_deadline)
+            event_free(f->fleet_deadline);
         free(f);
     }
     pgw_singleflight_free(lk->flights);
@@ -341,12 +352,15 @@ static void l1_store(pgw_lookup *lk, const char *arn, const uint8_t *entry, size
     free(buf);
 }
 
-/* Writes an upstream answer to both tiers. `job` is NULL for a NOT_FOUND answer. */
-static void cache_store(pgw_lookup *lk, const char *arn, const pgw_personalize_result *r)
+/* Writes an upstream answer to both tiers. `job` is NULL for a NOT_FOUND answer. With
+ * `publish`, tells the fleet too (after the Redis write, on the same connection: waiters that
+ * read Redis on the notice find the value). Returns 1 if published. */
+static int cache_store(pgw_lookup *lk, const char *arn, const pgw_personalize_result *r,
+                       int publish)
 {
     int negative = r->code == PGW_NOT_FOUND;
     if (negative && lk->ttl.negative_ttl_ms <= 0)
-        return;
+        return 0;
     pgw_ttl_plan plan;
     pgw_ttl_plan_entry(&lk->ttl, negative ? NULL : r->job->status, negative, pgw_now_wall_ms(),
                        random_u32(), &plan);
@@ -367,14 +381,17 @@ static void cache_store(pgw_lookup *lk, const char *arn, const pgw_personalize_r
     size_t len;
     uint8_t *bytes = pgw_cache_entry_encode(&e, &len);
     if (!bytes)
-        return;
+        return 0;
     l1_store(lk, arn, bytes, len, plan.fresh_until_ms, plan.stale_until_ms);
     if (lk->redis) {
         char key[PGW_ARN_MAX_LEN + 32];
         if (pgw_redis_key_for_arn(arn, key, sizeof(key)) > 0)
             pgw_redis_tier_set(lk->redis, key, bytes, len, plan.redis_ttl_ms);
     }
+    if (publish && lk->fleet)
+        pgw_fleet_publish_fill(lk->fleet, arn, bytes, len);
     free(bytes);
+    return publish && lk->fleet;
 }
 
 /* --- upstream, coalesced --- */
@@ -388,6 +405,8 @@ static void fetch_free(fetch *f)
         f->lookup->fetches = f->next;
     if (f->next)
         f->next->prev = f->prev;
+    if (f->fleet_deadline)
+        event_free(f->fleet_deadline);
     free(f);
 }
 
@@ -395,12 +414,16 @@ static void on_fetched(const pgw_personalize_result *r, void *user_data)
 {
     fetch *f = user_data;
     pgw_lookup *lk = f->lookup;
+    int published = 0;
     if (r->code == PGW_OK || r->code == PGW_NOT_FOUND)
-        cache_store(lk, f->arn, r);
+        published = cache_store(lk, f->arn, r, f->holds_lease);
+    if (f->holds_lease && !published && lk->fleet)
+        pgw_fleet_publish_failure(lk->fleet, f->arn, r->code, r->message);
     fetch_outcome out = {
         .aws_error_code = r->aws_error_code,
         .request_id = r->request_id,
         .fetched_at_ms = pgw_now_wall_ms(),
+        .source = PGW_SOURCE_UPSTREAM,
     };
     pgw_flight_result fr = {
         .code = r->code,
@@ -438,18 +461,22 @@ static void on_flight_done(const pgw_flight_result *fr, void *user_data)
         .message = fr->message ? fr->message : pgw_code_name(code),
         .job_pb = fr->data,
         .job_pb_len = fr->data_len,
-        .source = code == PGW_OK ? PGW_SOURCE_UPSTREAM : PGW_SOURCE_NONE,
+        .source = code != PGW_OK ? PGW_SOURCE_NONE : out ? out->source : PGW_SOURCE_UPSTREAM,
+        .age_s = out ? out->age_s : 0,
         .aws_error_code = out ? out->aws_error_code : NULL,
         .aws_request_id = out ? out->request_id : NULL,
     };
     req_finish(req, &r);
 }
 
-/* Unlinks and frees a fetch that never got its upstream call, completing its flight. */
-static void fetch_fail(fetch *f, const pgw_flight_result *fr)
+/* Unlinks and frees a fetch that ends without an upstream answer of its own (refused, failed
+ * to start, or answered by another replica), completing its flight with *fr. */
+static void fetch_end(fetch *f, const pgw_flight_result *fr)
 {
     pgw_lookup *lk = f->lookup;
     pgw_flight *flight = f->flight;
+    if (f->holds_lease)
+        pgw_fleet_publish_failure(lk->fleet, f->arn, fr->code, fr->message);
     fetch_free(f);
     pgw_singleflight_complete(lk->flights, flight, fr);
 }
@@ -460,7 +487,7 @@ static void start_fetch_call(fetch *f)
                                        on_fetched, f);
     if (!f->call) {
         pgw_flight_result fr = {.code = PGW_INTERNAL, .message = "out of memory"};
-        fetch_fail(f, &fr);
+        fetch_end(f, &fr);
     }
 }
 
@@ -469,6 +496,117 @@ static void on_upstream_token(void *arg)
     fetch *f = arg;
     f->token_wait = NULL;
     start_fetch_call(f);
+}
+
+/* The upstream call, within the global upstream rate limit: only a real upstream call takes
+ * a token (never a hit). */
+static void fetch_admit(fetch *f)
+{
+    pgw_lookup *lk = f->lookup;
+    switch (pgw_rate_limit_upstream_acquire(lk->rate_limit, pgw_now_mono_ms(), f->deadline_ms,
+                                            on_upstream_token, f, &f->token_wait)) {
+    case PGW_RATE_LIMIT_GRANTED:
+        start_fetch_call(f);
+        break;
+    case PGW_RATE_LIMIT_WAIT:
+        break;
+    case PGW_RATE_LIMIT_REJECTED: {
+        pgw_metrics_rate_limited("upstream");
+        fetch_outcome out = {.upstream_limited = 1};
+        pgw_flight_result fr = {
+            .code = PGW_UNAVAILABLE,
+            .message = "the gateway's upstream rate limit is exhausted: retry later",
+            .ctx = &out,
+        };
+        fetch_end(f, &fr);
+        break;
+    }
+    }
+}
+
+/* Another replica fetched the ARN: answer this replica's waiters from its cache entry. */
+static void fetch_filled(fetch *f, const uint8_t *bytes, size_t len)
+{
+    pgw_cache_entry e;
+    if (pgw_cache_entry_decode(bytes, len, &e) != 0) {
+        fetch_admit(f); /* not ours to read: fetch ourselves */
+        return;
+    }
+    l1_store(f->lookup, f->arn, bytes, len, e.fresh_until_ms, e.stale_until_ms);
+    pgw_lookup_result r;
+    char message[ENTRY_MESSAGE_LEN];
+    result_from_entry(&e, PGW_SOURCE_REDIS, &r, message);
+    fetch_outcome out = {
+        .aws_error_code = r.aws_error_code,
+        .request_id = r.aws_request_id,
+        .fetched_at_ms = e.fetched_at_ms,
+        .source = PGW_SOURCE_REDIS,
+        .age_s = r.age_s,
+    };
+    pgw_flight_result fr = {
+        .code = r.code,
+        .message = r.message,
+        .data = r.job_pb,
+        .data_len = r.job_pb_len,
+        .ctx = &out,
+    };
+    fetch_end(f, &fr);
+}
+
+static void on_fleet(const pgw_fleet_outcome *o, void *user_data)
+{
+    fetch *f = user_data;
+    f->fleet_wait = NULL;
+    if (f->fleet_deadline)
+        event_del(f->fleet_deadline);
+    switch (o->verdict) {
+    case PGW_FLEET_FETCH:
+        pgw_metrics_fleet_lease(o->holds_lease ? (o->taken_over ? "taken_over" : "won")
+                                               : "fallback");
+        f->holds_lease = o->holds_lease;
+        fetch_admit(f);
+        break;
+    case PGW_FLEET_FILLED:
+        pgw_metrics_fleet_lease("waited");
+        fetch_filled(f, o->entry, o->entry_len);
+        break;
+    case PGW_FLEET_FAILED: {
+        pgw_metrics_fleet_lease("waited");
+        pgw_flight_result fr = {.code = o->code, .message = o->message};
+        fetch_end(f, &fr);
+        break;
+    }
+    }
+}
+
+static void on_fleet_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    fetch *f = arg;
+    pgw_fleet_cancel(f->fleet_wait);
+    f->fleet_wait = NULL;
+    /* Waiters with time of their own start a fetch of their own (on_flight_done). */
+    pgw_flight_result fr = {
+        .code = PGW_DEADLINE_EXCEEDED,
+        .message = "deadline exceeded while another replica fetched from AWS Personalize",
+    };
+    fetch_end(f, &fr);
+}
+
+/* Asks the fleet whether another replica already fetches this ARN. Returns 0 if the fetch
+ * goes on through on_fleet, -1 if the fleet cannot be asked (no deadline timer). */
+static int fetch_ask_fleet(fetch *f, int accept_cached)
+{
+    pgw_lookup *lk = f->lookup;
+    if (f->deadline_ms) {
+        int64_t left = f->deadline_ms - pgw_now_mono_ms();
+        f->fleet_deadline = evtimer_new(lk->base, on_fleet_deadline, f);
+        if (!f->fleet_deadline || left <= 0)
+            return -1;
+        struct timeval tv = {left / 1000, (left % 1000) * 1000};
+        evtimer_add(f->fleet_deadline, &tv);
+    }
+    f->fleet_wait = pgw_fleet_acquire(lk->fleet, f->arn, accept_cached, on_fleet, f);
+    return 0;
 }
 
 static void join_fetch(pgw_lookup_req *req)
@@ -500,26 +638,9 @@ static void join_fetch(pgw_lookup_req *req)
     if (f->next)
         f->next->prev = f;
     lk->fetches = f;
-    /* The global upstream bucket: only a real upstream call takes a token (never a hit). */
-    switch (pgw_rate_limit_upstream_acquire(lk->rate_limit, pgw_now_mono_ms(), f->deadline_ms,
-                                            on_upstream_token, f, &f->token_wait)) {
-    case PGW_RATE_LIMIT_GRANTED:
-        start_fetch_call(f);
-        break;
-    case PGW_RATE_LIMIT_WAIT:
-        break;
-    case PGW_RATE_LIMIT_REJECTED: {
-        pgw_metrics_rate_limited("upstream");
-        fetch_outcome out = {.upstream_limited = 1};
-        pgw_flight_result fr = {
-            .code = PGW_UNAVAILABLE,
-            .message = "the gateway's upstream rate limit is exhausted: retry later",
-            .ctx = &out,
-        };
-        fetch_fail(f, &fr);
-        break;
-    }
-    }
+    if (lk->fleet && fetch_ask_fleet(f, !req->no_cache) == 0)
+        return;
+    fetch_admit(f);
 }
 
 /* --- the tiers --- */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cache/l1.h"
+#include "cache/fleet.h"
 #include "cache/redis_tier.h"
 #include "cache/ttl.h"
 #include "service/audit.h"
@@ -39,6 +40,7 @@ typedef struct gateway {
     pgw_personalize *personalize;
     pgw_l1 *l1;
     pgw_redis_tier *redis;
+    pgw_fleet *fleet;
     pgw_lookup *lookup;
     pgw_grpc_server *grpc;
     pgw_http_server *http_server; /* NULL when --http-addr is empty */
@@ -171,9 +173,24 @@ static int build_cache(gateway *g, struct event_base *base, char *err, size_t er
         pgw_redis_tier_config_defaults(&rcfg);
         rcfg.url = g->cfg.redis_url;
         rcfg.command_timeout_ms = g->cfg.redis_timeout_ms;
+        /* Replicas coordinate their fetches through Redis: the fleet hears the others'
+         * notices on the tier's subscriber connection. */
+        pgw_fleet_config fcfg;
+        pgw_fleet_config_defaults(&fcfg);
+        fcfg.lease_ms = g->cfg.redis_lease_ms;
+        g->fleet = pgw_fleet_new(base, &fcfg);
+        if (!g->fleet) {
+            snprintf(err, err_len, "cannot create the fleet coordinator");
+            return -1;
+        }
+        rcfg.subscribe_channel = PGW_FLEET_CHANNEL;
+        rcfg.on_message = pgw_fleet_on_message;
+        rcfg.on_subscription = pgw_fleet_on_subscription;
+        rcfg.message_ud = g->fleet;
         g->redis = pgw_redis_tier_new(base, &rcfg, err, err_len);
         if (!g->redis)
             return -1;
+        pgw_fleet_set_redis(g->fleet, g->redis);
     }
     return 0;
 }
@@ -213,6 +230,7 @@ static int build(gateway *g, char *err, size_t err_len)
         .personalize = g->personalize,
         .l1 = g->l1,
         .redis = g->redis,
+        .fleet = g->fleet,
         .policy = g->policy,
         .rate_limit = g->rate_limit,
         .audit = g->audit,
@@ -268,7 +286,9 @@ static void release_loop_parts(void *arg)
     pgw_rate_limit_free(g->rate_limit); /* after lookup, which waits on it */
     g->policy = NULL;
     g->rate_limit = NULL;
-    pgw_redis_tier_free(g->redis);
+    pgw_redis_tier_free(g->redis); /* suppresses its callbacks: then the fleet may go */
+    pgw_fleet_free(g->fleet);
+    g->fleet = NULL;
     pgw_l1_free(g->l1);
     pgw_personalize_free(g->personalize);
     pgw_credentials_provider_free(g->credentials);

@@ -32,6 +32,8 @@ static const char *const SCOPES[] = {"caller", "upstream", "other"};
 #define N_SCOPES 3
 static const char *const DECISIONS[] = {"allow", "deny", "unauthenticated", "other"};
 #define N_DECISIONS 4
+static const char *const LEASE_OUTCOMES[] = {"won", "waited", "taken_over", "fallback", "other"};
+#define N_LEASE_OUTCOMES 5
 
 /* Code values are the canonical RPC codes, 0..16. */
 #define N_CODES 17
@@ -89,6 +91,7 @@ static struct registry {
     atomic_uint_fast64_t cred_expiry_ms; /* epoch ms; 0 = does not expire */
     atomic_uint_fast64_t rate_limited[N_SCOPES];
     atomic_uint_fast64_t auth[N_DECISIONS];
+    atomic_uint_fast64_t fleet_leases[N_LEASE_OUTCOMES];
 } reg = {.cred_source = -1};
 
 void pgw_metrics_request(const char *frontend, pgw_code code, double seconds)
@@ -149,6 +152,12 @@ void pgw_metrics_set_credentials(const char *source, double expiry_unix_seconds)
     double ms = expiry_unix_seconds * 1000.0;
     atomic_store(&reg.cred_expiry_ms, ms > 0 && ms < 1.8e19 ? (uint_fast64_t)ms : 0);
     atomic_store(&reg.cred_source, label_index(CRED_SOURCES, N_CRED_SOURCES, source));
+}
+
+void pgw_metrics_fleet_lease(const char *outcome)
+{
+    int o = label_index(LEASE_OUTCOMES, N_LEASE_OUTCOMES, outcome);
+    atomic_fetch_add_explicit(&reg.fleet_leases[o], 1, memory_order_relaxed);
 }
 
 void pgw_metrics_rate_limited(const char *scope)
@@ -322,6 +331,10 @@ char *pgw_metrics_render(void)
 
     header(out, "pgw_rate_limited_total", "counter", "Calls refused by a rate limit, by scope.");
     render_labelled(out, "pgw_rate_limited_total", "scope", SCOPES, N_SCOPES, reg.rate_limited);
+    header(out, "pgw_fleet_leases_total", "counter",
+           "Fetches coordinated across replicas through a Redis lease, by outcome.");
+    render_labelled(out, "pgw_fleet_leases_total", "outcome", LEASE_OUTCOMES, N_LEASE_OUTCOMES,
+                    reg.fleet_leases);
 
     header(out, "pgw_auth_decisions_total", "counter", "Authorization decisions, by decision.");
     render_labelled(out, "pgw_auth_decisions_total", "decision", DECISIONS, N_DECISIONS, reg.auth);

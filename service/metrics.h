@@ -56,6 +56,11 @@ void pgw_metrics_set_redis_breaker_state(int state);
  * "web_identity", "container", "imds", "process", "static" or "none" (no credentials). */
 void pgw_metrics_set_credentials(const char *source, double expiry_unix_seconds);
 
+/* A fetch asked the fleet who fetches: pgw_fleet_leases_total{outcome}. outcome: "won" (this
+ * replica fetches for the fleet), "waited" (another replica's fetch answered), "taken_over"
+ * (won after the holder's lease expired), "fallback" (Redis unusable: fetched alone). */
+void pgw_metrics_fleet_lease(const char *outcome);
+
 /* A call was refused by a rate limit: pgw_rate_limited_total{scope}. scope: "caller" or
  * "upstream". */
 void pgw_metrics_rate_limited(const char *scope);
