@@ -1,15 +1,17 @@
 /* Redis tier over hiredis' async API; see redis_tier.h.
  *
  * Lifetimes, which hiredis makes subtle:
- * - Every GET is a `redis_req` handed to hiredis as privdata. hiredis calls our reply callback
- *   exactly once per queued command: with the reply, or with NULL when the context is torn down
- *   (disconnect, redisAsyncFree). That callback is the only place a req is freed once queued,
- *   so a req that timed out stays allocated (answered, callback cleared) until then.
+ * - Every GET and command is a `redis_req` handed to hiredis as privdata. hiredis calls our reply
+ * callback exactly once per queued command: with the reply, or with NULL when the context is torn
+ * down (disconnect, redisAsyncFree). That callback is the only place a req is freed once queued, so
+ * a req that timed out stays allocated (answered, callback cleared) until then.
  * - A req points at its tier; pgw_redis_tier_free() sets that pointer to NULL on every pending
  *   req, and sets ac->data to NULL, so callbacks that hiredis runs later touch nothing freed.
  * - hiredis defers redisAsyncFree() called from inside its own reply callbacks until the
  *   callback returns; it must never be called from inside the connect callback (hiredis keeps
  *   using the context after it), which this file never does.
+ * - The subscriber is a second context (`redis_conn` sub) whose SUBSCRIBE callback hiredis
+ *   keeps for every message; it finds its connection through ac->data, cleared at teardown.
  * - User callbacks may free the tier. Entry points count `depth` around anything that can run a
  *   user callback, and the real release happens when depth drops back to zero. */
 #include "cache/redis_tier.h"
@@ -28,31 +30,44 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 typedef struct redis_req {
     struct redis_req *prev, *next;
-    pgw_redis_tier *tier; /* NULL once the tier is gone: the callback then only frees */
-    struct event *timer;  /* NULL once fired or cancelled */
-    pgw_redis_get_cb cb;
+    pgw_redis_tier *tier;        /* NULL once the tier is gone: the callback then only frees */
+    struct event *timer;         /* NULL once fired or cancelled */
+    pgw_redis_get_cb get_cb;     /* a GET: set (or NULL once suppressed) */
+    pgw_redis_reply_cb reply_cb; /* any other command */
     void *user_data;
     int answered;
     int is_probe;
 } redis_req;
 
-struct pgw_redis_tier {
-    struct event_base *base;
-    pgw_redis_tier_config cfg;
-    pgw_redis_url url;
-
-    struct evdns_base *dns;
-    struct evdns_getaddrinfo_request *dns_req;
+/* One connection to the server: the main one (commands), or the subscriber. Each reconnects
+ * on its own, with its own backoff. */
+typedef struct redis_conn {
+    pgw_redis_tier *tier;
+    int is_sub;
     redisAsyncContext *ac;
-    pgw_redis_conn_state conn;
+    struct evdns_getaddrinfo_request *dns_req;
+    pgw_redis_conn_state state;
     int handshake_pending;
     struct event *reconnect_ev;
     struct event *connect_timeout_ev;
     int backoff_ms;
+    int subscribed; /* subscriber only: SUBSCRIBE confirmed on this connection */
+} redis_conn;
+
+struct pgw_redis_tier {
+    struct event_base *base;
+    pgw_redis_tier_config cfg;
+    pgw_redis_url url;
+    char *sub_channel; /* owned copy of cfg.subscribe_channel, or NULL */
+
+    struct evdns_base *dns;
+    redis_conn main;
+    redis_conn sub; /* unused without sub_channel */
 
     pgw_redis_breaker_state breaker;
     int consecutive_failures;
@@ -60,14 +75,13 @@ struct pgw_redis_tier {
     int cooldown_ms; /* the next open period */
     int probe_in_flight;
 
-    redis_req *reqs; /* queued GETs, answered or not */
+    redis_req *reqs; /* queued GETs and commands, answered or not */
     int depth;
     int free_pending;
     pgw_redis_tier_stats stats;
     char last_error[160];
 };
 
-static void start_connect(pgw_redis_tier *tier);
 static void really_free(pgw_redis_tier *tier);
 
 static int64_t mono_ms(void)
@@ -250,7 +264,7 @@ int pgw_redis_key_for_arn(const char *arn, char *out, size_t cap)
 
 /* ---- breaker ----------------------------------------------------------------------------- */
 
-static void drop_connection(pgw_redis_tier *tier);
+static void conn_drop(redis_conn *c);
 
 static void breaker_trip(pgw_redis_tier *tier)
 {
@@ -263,8 +277,8 @@ static void breaker_trip(pgw_redis_tier *tier)
     tier->consecutive_failures = 0;
     tier->probe_in_flight = 0;
     /* A connection that produced a run of failures may be wedged (replies that never come):
-     * start over with a fresh one. Pending GETs are answered ERROR by the teardown. */
-    drop_connection(tier);
+     * start over with a fresh one. Pending commands are answered by the teardown. */
+    conn_drop(&tier->main);
 }
 
 static void breaker_failure(pgw_redis_tier *tier)
@@ -292,7 +306,7 @@ static void breaker_success(pgw_redis_tier *tier)
     }
 }
 
-/* Whether a GET may be sent now; *is_probe is set when it is the half-open probe. */
+/* Whether a command may be sent now; *is_probe is set when it is the half-open probe. */
 static int breaker_allow(pgw_redis_tier *tier, int *is_probe)
 {
     *is_probe = 0;
@@ -311,73 +325,107 @@ static int breaker_allow(pgw_redis_tier *tier, int *is_probe)
     return 1;
 }
 
-/* ---- connection ------------------------------------------------------------------------ */
-
-static void schedule_reconnect(pgw_redis_tier *tier)
+/* A connection problem: only the main connection's count toward the breaker. */
+static void conn_breaker_failure(redis_conn *c)
 {
-    if (tier->free_pending)
-        return;
-    struct timeval tv = ms_to_tv(tier->backoff_ms);
-    evtimer_add(tier->reconnect_ev, &tv);
-    tier->backoff_ms = tier->backoff_ms > tier->cfg.reconnect_max_ms / 2
-                           ? tier->cfg.reconnect_max_ms
-                           : tier->backoff_ms * 2;
+    if (!c->is_sub && c->tier->breaker == PGW_REDIS_BREAKER_CLOSED)
+        breaker_failure(c->tier);
 }
 
-/* Closes the current context (if any) and plans the next attempt. Pending GETs are answered
- * ERROR by hiredis' teardown, now or, inside a hiredis callback, right after it returns. */
-static void drop_connection(pgw_redis_tier *tier)
+/* ---- subscription state ----------------------------------------------------------------- */
+
+static void set_subscribed(redis_conn *c, int up)
 {
-    redisAsyncContext *ac = tier->ac;
-    int was_ready = tier->conn == PGW_REDIS_CONN_READY;
-    evtimer_del(tier->connect_timeout_ev);
+    pgw_redis_tier *tier = c->tier;
+    if (c->subscribed == up)
+        return;
+    c->subscribed = up;
+    if (up)
+        tier->stats.sub_connects++;
+    if (tier->cfg.on_subscription && !tier->free_pending)
+        tier->cfg.on_subscription(up, tier->cfg.message_ud);
+}
+
+/* ---- connection ------------------------------------------------------------------------ */
+
+static void schedule_reconnect(redis_conn *c)
+{
+    if (c->tier->free_pending)
+        return;
+    struct timeval tv = ms_to_tv(c->backoff_ms);
+    evtimer_add(c->reconnect_ev, &tv);
+    int max = c->tier->cfg.reconnect_max_ms;
+    c->backoff_ms = c->backoff_ms > max / 2 ? max : c->backoff_ms * 2;
+}
+
+/* Closes the connection (if any) and plans the next attempt. Pending commands are answered by
+ * hiredis' teardown, now or, inside a hiredis callback, right after it returns. */
+static void conn_drop(redis_conn *c)
+{
+    redisAsyncContext *ac = c->ac;
+    int was_ready = c->state == PGW_REDIS_CONN_READY;
+    evtimer_del(c->connect_timeout_ev);
     if (!ac)
         return;
-    tier->ac = NULL;
-    tier->conn = PGW_REDIS_CONN_DISCONNECTED;
-    tier->handshake_pending = 0;
-    if (was_ready)
-        tier->stats.disconnects++;
+    c->ac = NULL;
+    c->state = PGW_REDIS_CONN_DISCONNECTED;
+    c->handshake_pending = 0;
+    if (was_ready && !c->is_sub)
+        c->tier->stats.disconnects++;
     ac->data = NULL;
     redisAsyncFree(ac);
-    schedule_reconnect(tier);
+    set_subscribed(c, 0);
+    schedule_reconnect(c);
 }
 
 /* A connection attempt failed before becoming ready. */
-static void connect_failed(pgw_redis_tier *tier)
+static void conn_failed(redis_conn *c)
 {
-    tier->conn = PGW_REDIS_CONN_DISCONNECTED;
-    evtimer_del(tier->connect_timeout_ev);
-    if (tier->breaker == PGW_REDIS_BREAKER_CLOSED)
-        breaker_failure(tier);
-    schedule_reconnect(tier);
+    c->state = PGW_REDIS_CONN_DISCONNECTED;
+    evtimer_del(c->connect_timeout_ev);
+    conn_breaker_failure(c);
+    schedule_reconnect(c);
 }
 
-static void became_ready(pgw_redis_tier *tier)
+static void sub_reply_cb(redisAsyncContext *ac, void *r, void *privdata);
+
+static void conn_ready(redis_conn *c)
 {
-    tier->conn = PGW_REDIS_CONN_READY;
-    tier->backoff_ms = tier->cfg.reconnect_min_ms;
-    tier->stats.connects++;
-    tier->last_error[0] = '\0';
-    evtimer_del(tier->connect_timeout_ev);
+    pgw_redis_tier *tier = c->tier;
+    c->state = PGW_REDIS_CONN_READY;
+    c->backoff_ms = tier->cfg.reconnect_min_ms;
+    evtimer_del(c->connect_timeout_ev);
+    if (!c->is_sub) {
+        tier->stats.connects++;
+        tier->last_error[0] = '\0';
+        return;
+    }
+    /* The subscriber's callback stays registered with hiredis for every message; c outlives
+     * the context (hiredis calls it with NULL at teardown, after ac->data is cleared). */
+    const char *argv[2] = {"SUBSCRIBE", tier->cfg.subscribe_channel};
+    size_t lens[2] = {9, strlen(tier->cfg.subscribe_channel)};
+    /* Only fails out of memory; not dropped here, as this may run in hiredis' connect
+     * callback, where the context must not be freed. */
+    if (redisAsyncCommandArgv(c->ac, sub_reply_cb, c, 2, argv, lens) != REDIS_OK)
+        set_error(tier, "redis SUBSCRIBE could not be sent");
 }
 
 static void handshake_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
-    pgw_redis_tier *tier = ac->data;
+    redis_conn *c = ac->data;
     redisReply *reply = r;
     const char *what = privdata;
-    if (!tier || ac != tier->ac || !reply)
+    if (!c || ac != c->ac || !reply)
         return; /* torn down: the disconnect path handles it */
+    pgw_redis_tier *tier = c->tier;
     enter(tier);
     if (reply->type == REDIS_REPLY_ERROR) {
         /* Redis' AUTH/SELECT errors never repeat the password. */
         set_error(tier, "redis %s failed: %.100s", what, reply->str ? reply->str : "");
-        drop_connection(tier);
-        if (tier->breaker == PGW_REDIS_BREAKER_CLOSED)
-            breaker_failure(tier);
-    } else if (--tier->handshake_pending == 0) {
-        became_ready(tier);
+        conn_drop(c);
+        conn_breaker_failure(c);
+    } else if (--c->handshake_pending == 0) {
+        conn_ready(c);
     }
     leave(tier);
 }
@@ -385,20 +433,21 @@ static void handshake_cb(redisAsyncContext *ac, void *r, void *privdata)
 static void on_connect(const redisAsyncContext *cac, int status)
 {
     redisAsyncContext *ac = (redisAsyncContext *)cac;
-    pgw_redis_tier *tier = ac->data;
-    if (!tier || ac != tier->ac)
+    redis_conn *c = ac->data;
+    if (!c || ac != c->ac)
         return;
+    pgw_redis_tier *tier = c->tier;
     if (status != REDIS_OK) {
         /* hiredis frees the context after this returns. */
         set_error(tier, "redis connect to %s:%d failed: %.60s", tier->url.host, tier->url.port,
                   ac->errstr ? ac->errstr : "");
-        tier->ac = NULL;
-        connect_failed(tier);
+        c->ac = NULL;
+        conn_failed(c);
         return;
     }
     redisEnableKeepAlive(&ac->c);
-    /* AUTH and SELECT go first on the connection; GETs are only sent once both succeeded. */
-    tier->handshake_pending = 0;
+    /* AUTH and SELECT go first on the connection; commands are only sent once both succeeded. */
+    c->handshake_pending = 0;
     if (tier->url.password[0]) {
         const char *argv[3];
         size_t lens[3];
@@ -412,61 +461,67 @@ static void on_connect(const redisAsyncContext *cac, int status)
         argv[argc] = tier->url.password;
         lens[argc++] = strlen(tier->url.password);
         if (redisAsyncCommandArgv(ac, handshake_cb, (void *)"AUTH", argc, argv, lens) == REDIS_OK)
-            tier->handshake_pending++;
+            c->handshake_pending++;
     }
     if (tier->url.db) {
         if (redisAsyncCommand(ac, handshake_cb, (void *)"SELECT", "SELECT %d", tier->url.db) ==
             REDIS_OK)
-            tier->handshake_pending++;
+            c->handshake_pending++;
     }
-    if (tier->handshake_pending == 0)
-        became_ready(tier);
+    if (c->handshake_pending == 0) {
+        enter(tier);
+        conn_ready(c);
+        leave(tier);
+    }
 }
 
 static void on_disconnect(const redisAsyncContext *cac, int status)
 {
     redisAsyncContext *ac = (redisAsyncContext *)cac;
-    pgw_redis_tier *tier = ac->data;
-    if (!tier || ac != tier->ac)
+    redis_conn *c = ac->data;
+    if (!c || ac != c->ac)
         return;
+    pgw_redis_tier *tier = c->tier;
     /* hiredis frees the context after this returns. */
     enter(tier);
     set_error(tier, "redis connection lost: %.80s", ac->errstr ? ac->errstr : "closed");
-    int was_ready = tier->conn == PGW_REDIS_CONN_READY;
-    tier->ac = NULL;
-    tier->conn = PGW_REDIS_CONN_DISCONNECTED;
-    evtimer_del(tier->connect_timeout_ev);
-    if (was_ready)
+    int was_ready = c->state == PGW_REDIS_CONN_READY;
+    c->ac = NULL;
+    c->state = PGW_REDIS_CONN_DISCONNECTED;
+    evtimer_del(c->connect_timeout_ev);
+    if (was_ready && !c->is_sub)
         tier->stats.disconnects++;
-    if (tier->breaker == PGW_REDIS_BREAKER_CLOSED && status != REDIS_OK)
-        breaker_failure(tier);
-    schedule_reconnect(tier);
+    if (status != REDIS_OK)
+        conn_breaker_failure(c);
+    set_subscribed(c, 0);
+    schedule_reconnect(c);
     leave(tier);
 }
 
-static void connect_ip(pgw_redis_tier *tier, const char *ip)
+static void connect_ip(redis_conn *c, const char *ip)
 {
+    pgw_redis_tier *tier = c->tier;
     redisAsyncContext *ac = redisAsyncConnect(ip, tier->url.port);
     if (!ac || ac->err) {
         set_error(tier, "redis connect to %s:%d failed: %.60s", tier->url.host, tier->url.port,
                   ac && ac->errstr ? ac->errstr : "out of memory");
         if (ac)
             redisAsyncFree(ac);
-        connect_failed(tier);
+        conn_failed(c);
         return;
     }
-    ac->data = tier;
+    ac->data = c;
     if (redisLibeventAttach(ac, tier->base) != REDIS_OK) {
         redisAsyncFree(ac);
-        connect_failed(tier);
+        conn_failed(c);
         return;
     }
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    tier->ac = ac;
-    tier->conn = PGW_REDIS_CONN_CONNECTING;
+    c->ac = ac;
+    c->state = PGW_REDIS_CONN_CONNECTING;
     struct timeval tv = ms_to_tv(tier->cfg.connect_timeout_ms);
-    evtimer_add(tier->connect_timeout_ev, &tv);
+    evtimer_add(c->connect_timeout_ev, &tv);
 }
 
 static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
@@ -477,9 +532,10 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
             evutil_freeaddrinfo(res);
         return;
     }
-    pgw_redis_tier *tier = arg;
+    redis_conn *c = arg;
+    pgw_redis_tier *tier = c->tier;
     char ip[INET6_ADDRSTRLEN] = "";
-    tier->dns_req = NULL;
+    c->dns_req = NULL;
     if (result == 0 && res) {
         const void *addr = res->ai_family == AF_INET6
                                ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
@@ -492,21 +548,22 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
     if (!ip[0]) {
         set_error(tier, "redis host %.100s: %s", tier->url.host,
                   result ? evutil_gai_strerror(result) : "no address");
-        connect_failed(tier);
+        conn_failed(c);
     } else {
-        connect_ip(tier, ip);
+        connect_ip(c, ip);
     }
     leave(tier);
 }
 
-static void start_connect(pgw_redis_tier *tier)
+static void conn_start(redis_conn *c)
 {
-    if (tier->ac || tier->dns_req || tier->free_pending)
+    pgw_redis_tier *tier = c->tier;
+    if (c->ac || c->dns_req || tier->free_pending)
         return;
     unsigned char tmp[sizeof(struct in6_addr)];
     if (evutil_inet_pton(AF_INET, tier->url.host, tmp) == 1 ||
         evutil_inet_pton(AF_INET6, tier->url.host, tmp) == 1) {
-        connect_ip(tier, tier->url.host);
+        connect_ip(c, tier->url.host);
         return;
     }
     /* hiredis resolves names with blocking getaddrinfo(); resolve on the loop instead and give
@@ -516,36 +573,104 @@ static void start_connect(pgw_redis_tier *tier)
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
-    tier->conn = PGW_REDIS_CONN_RESOLVING;
+    c->state = PGW_REDIS_CONN_RESOLVING;
     /* The callback may run before this returns (hosts file); dns_cb copes with that. */
     struct evdns_getaddrinfo_request *req =
-        evdns_getaddrinfo(tier->dns, tier->url.host, NULL, &hints, dns_cb, tier);
-    if (req && tier->conn == PGW_REDIS_CONN_RESOLVING && !tier->ac)
-        tier->dns_req = req;
+        evdns_getaddrinfo(tier->dns, tier->url.host, NULL, &hints, dns_cb, c);
+    if (req && c->state == PGW_REDIS_CONN_RESOLVING && !c->ac)
+        c->dns_req = req;
 }
 
 static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
 {
-    pgw_redis_tier *tier = arg;
+    redis_conn *c = arg;
+    pgw_redis_tier *tier = c->tier;
     enter(tier);
-    start_connect(tier);
+    conn_start(c);
     leave(tier);
 }
 
 static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
-    pgw_redis_tier *tier = arg;
+    redis_conn *c = arg;
+    pgw_redis_tier *tier = c->tier;
     enter(tier);
-    if (tier->ac && tier->conn == PGW_REDIS_CONN_CONNECTING) {
+    if (c->ac && c->state == PGW_REDIS_CONN_CONNECTING) {
         set_error(tier, "redis connect to %s:%d timed out", tier->url.host, tier->url.port);
-        drop_connection(tier);
-        if (tier->breaker == PGW_REDIS_BREAKER_CLOSED)
-            breaker_failure(tier);
+        conn_drop(c);
+        conn_breaker_failure(c);
+    }
+    leave(tier);
+}
+
+/* ---- subscriber ---------------------------------------------------------------------------- */
+
+/* Is reply->element[i] a string equal to s? */
+static int elem_is(const redisReply *reply, size_t i, const char *s)
+{
+    const redisReply *e = reply->element[i];
+    size_t n = strlen(s);
+    return e && (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) &&
+           (size_t)e->len == n && strncasecmp(e->str, s, n) == 0;
+}
+
+static void sub_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply *reply = r;
+    redis_conn *c = ac->data;
+    if (!c || ac != c->ac || !reply)
+        return; /* torn down */
+    pgw_redis_tier *tier = c->tier;
+    enter(tier);
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* e.g. NOPERM: the ACL user may not subscribe. */
+        set_error(tier, "redis SUBSCRIBE failed: %.100s", reply->str ? reply->str : "");
+        conn_drop(c);
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
+        if (elem_is(reply, 0, "subscribe")) {
+            set_subscribed(c, 1);
+        } else if (elem_is(reply, 0, "message") && reply->element[2]->type == REDIS_REPLY_STRING) {
+            tier->stats.messages++;
+            if (tier->cfg.on_message && !tier->free_pending)
+                tier->cfg.on_message((const uint8_t *)reply->element[2]->str,
+                                     (size_t)reply->element[2]->len, tier->cfg.message_ud);
+        }
     }
     leave(tier);
 }
 
 /* ---- lifecycle ----------------------------------------------------------------------------- */
+
+static int conn_init(redis_conn *c, pgw_redis_tier *tier, int is_sub)
+{
+    c->tier = tier;
+    c->is_sub = is_sub;
+    c->state = PGW_REDIS_CONN_DISCONNECTED;
+    c->backoff_ms = tier->cfg.reconnect_min_ms;
+    c->reconnect_ev = evtimer_new(tier->base, reconnect_cb, c);
+    c->connect_timeout_ev = evtimer_new(tier->base, connect_timeout_cb, c);
+    return c->reconnect_ev && c->connect_timeout_ev ? 0 : -1;
+}
+
+static void conn_cleanup(redis_conn *c)
+{
+    if (c->dns_req) {
+        struct evdns_getaddrinfo_request *dr = c->dns_req;
+        c->dns_req = NULL;
+        evdns_getaddrinfo_cancel(dr);
+    }
+    if (c->ac) {
+        redisAsyncContext *ac = c->ac;
+        c->ac = NULL;
+        ac->data = NULL;
+        redisAsyncFree(ac);
+    }
+    if (c->reconnect_ev)
+        event_free(c->reconnect_ev);
+    if (c->connect_timeout_ev)
+        event_free(c->connect_timeout_ev);
+    c->reconnect_ev = c->connect_timeout_ev = NULL;
+}
 
 pgw_redis_tier *pgw_redis_tier_new(struct event_base *base, const pgw_redis_tier_config *cfg,
                                    char *err, size_t errlen)
@@ -568,6 +693,7 @@ pgw_redis_tier *pgw_redis_tier_new(struct event_base *base, const pgw_redis_tier
     tier->base = base;
     tier->cfg = *cfg;
     tier->cfg.url = NULL; /* parsed; the caller's string is not kept */
+    tier->cfg.subscribe_channel = NULL;
     pgw_redis_tier_config defaults;
     pgw_redis_tier_config_defaults(&defaults);
 #define PGW_DEFAULT_IF_UNSET(f)                                                                    \
@@ -587,31 +713,38 @@ pgw_redis_tier *pgw_redis_tier_new(struct event_base *base, const pgw_redis_tier
         tier->cfg.reconnect_max_ms = tier->cfg.reconnect_min_ms;
     if (tier->cfg.breaker_cooldown_max_ms < tier->cfg.breaker_cooldown_ms)
         tier->cfg.breaker_cooldown_max_ms = tier->cfg.breaker_cooldown_ms;
-    tier->backoff_ms = tier->cfg.reconnect_min_ms;
     tier->cooldown_ms = tier->cfg.breaker_cooldown_ms;
 
-    tier->reconnect_ev = evtimer_new(base, reconnect_cb, tier);
-    tier->connect_timeout_ev = evtimer_new(base, connect_timeout_cb, tier);
+    int ok = 1;
+    if (cfg->subscribe_channel) {
+        tier->sub_channel = strdup(cfg->subscribe_channel);
+        tier->cfg.subscribe_channel = tier->sub_channel;
+        ok = tier->sub_channel != NULL && tier->sub_channel[0] != '\0';
+    }
+    ok = ok && conn_init(&tier->main, tier, 0) == 0;
+    if (ok && tier->sub_channel)
+        ok = conn_init(&tier->sub, tier, 1) == 0;
     tier->dns =
         evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (!tier->dns) /* no resolv.conf: numeric hosts and /etc/hosts still work */
         tier->dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-    if (!tier->reconnect_ev || !tier->connect_timeout_ev || !tier->dns) {
+    if (!ok || !tier->dns) {
         if (err && errlen)
             snprintf(err, errlen, "--redis-url: cannot set up the event loop");
         tier->free_pending = 1;
         really_free(tier);
         return NULL;
     }
-    if (tier->dns)
-        evdns_base_load_hosts(tier->dns, NULL);
-    start_connect(tier);
+    evdns_base_load_hosts(tier->dns, NULL);
+    conn_start(&tier->main);
+    if (tier->sub_channel)
+        conn_start(&tier->sub);
     return tier;
 }
 
 static void really_free(pgw_redis_tier *tier)
 {
-    /* Detach every queued GET: hiredis still owns them and frees them via the callback. */
+    /* Detach every queued command: hiredis still owns them and frees them via the callback. */
     for (redis_req *r = tier->reqs; r;) {
         redis_req *next = r->next;
         if (r->timer)
@@ -622,24 +755,12 @@ static void really_free(pgw_redis_tier *tier)
         r = next;
     }
     tier->reqs = NULL;
-    if (tier->dns_req) {
-        struct evdns_getaddrinfo_request *dr = tier->dns_req;
-        tier->dns_req = NULL;
-        evdns_getaddrinfo_cancel(dr);
-    }
-    if (tier->ac) {
-        redisAsyncContext *ac = tier->ac;
-        tier->ac = NULL;
-        ac->data = NULL;
-        redisAsyncFree(ac);
-    }
-    if (tier->reconnect_ev)
-        event_free(tier->reconnect_ev);
-    if (tier->connect_timeout_ev)
-        event_free(tier->connect_timeout_ev);
+    conn_cleanup(&tier->main);
+    conn_cleanup(&tier->sub);
     if (tier->dns)
         evdns_base_free(tier->dns, 0);
     memset(&tier->url, 0, sizeof tier->url); /* scrub the password */
+    free(tier->sub_channel);
     free(tier);
 }
 
@@ -653,8 +774,10 @@ void pgw_redis_tier_free(pgw_redis_tier *tier)
         return;
     }
     /* Inside one of our callbacks: suppress every other answer now, release on the way out. */
-    for (redis_req *r = tier->reqs; r; r = r->next)
-        r->cb = NULL;
+    for (redis_req *r = tier->reqs; r; r = r->next) {
+        r->get_cb = NULL;
+        r->reply_cb = NULL;
+    }
 }
 
 /* ---- commands ------------------------------------------------------------------------------ */
@@ -670,7 +793,7 @@ static void req_unlink(pgw_redis_tier *tier, redis_req *r)
     r->prev = r->next = NULL;
 }
 
-/* Runs a user callback unless the tier is being freed. */
+/* Runs a GET's user callback unless the tier is being freed. */
 static void answer(pgw_redis_tier *tier, pgw_redis_get_cb cb, void *ud, pgw_redis_result res,
                    const uint8_t *v, size_t len)
 {
@@ -685,10 +808,50 @@ static void answer(pgw_redis_tier *tier, pgw_redis_get_cb cb, void *ud, pgw_redi
     cb(res, v, len, ud);
 }
 
-static void get_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
+/* Runs a command's user callback unless the tier is being freed. */
+static void answer_reply(pgw_redis_tier *tier, pgw_redis_reply_cb cb, void *ud,
+                         const redisReply *reply)
+{
+    if (!cb || tier->free_pending)
+        return;
+    if (!reply)
+        tier->stats.command_failures++;
+    cb(reply, ud);
+}
+
+/* Answers req (already unlinked and freed by the caller: only its copied fields are passed). */
+static void answer_req(pgw_redis_tier *tier, const redis_req *req, const redisReply *reply)
+{
+    if (req->reply_cb) {
+        if (reply && reply->type != REDIS_REPLY_ERROR)
+            breaker_success(tier);
+        else
+            breaker_failure(tier);
+        answer_reply(tier, req->reply_cb, req->user_data, reply);
+        return;
+    }
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        breaker_success(tier);
+        if ((size_t)reply->len > tier->cfg.max_value_bytes) {
+            tier->stats.oversize++;
+            answer(tier, req->get_cb, req->user_data, PGW_REDIS_MISS, NULL, 0);
+        } else {
+            answer(tier, req->get_cb, req->user_data, PGW_REDIS_HIT, (const uint8_t *)reply->str,
+                   (size_t)reply->len);
+        }
+    } else if (reply && reply->type == REDIS_REPLY_NIL) {
+        breaker_success(tier);
+        answer(tier, req->get_cb, req->user_data, PGW_REDIS_MISS, NULL, 0);
+    } else {
+        /* NULL (connection gone), an error reply, or a type GET never returns. */
+        breaker_failure(tier);
+        answer(tier, req->get_cb, req->user_data, PGW_REDIS_ERROR, NULL, 0);
+    }
+}
+
+static void req_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
     redis_req *req = privdata;
-    redisReply *reply = r;
     pgw_redis_tier *tier = req->tier;
     if (!tier) {
         free(req);
@@ -701,88 +864,74 @@ static void get_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
         free(req);
         return;
     }
-    pgw_redis_get_cb cb = req->cb;
-    void *ud = req->user_data;
+    redis_req copy = *req;
     free(req);
-
     enter(tier);
-    if (reply && reply->type == REDIS_REPLY_STRING) {
-        breaker_success(tier);
-        if ((size_t)reply->len > tier->cfg.max_value_bytes) {
-            tier->stats.oversize++;
-            answer(tier, cb, ud, PGW_REDIS_MISS, NULL, 0);
-        } else {
-            answer(tier, cb, ud, PGW_REDIS_HIT, (const uint8_t *)reply->str, (size_t)reply->len);
-        }
-    } else if (reply && reply->type == REDIS_REPLY_NIL) {
-        breaker_success(tier);
-        answer(tier, cb, ud, PGW_REDIS_MISS, NULL, 0);
-    } else {
-        /* NULL (connection gone), an error reply, or a type GET never returns. */
-        breaker_failure(tier);
-        answer(tier, cb, ud, PGW_REDIS_ERROR, NULL, 0);
-    }
+    answer_req(tier, &copy, r);
     leave(tier);
 }
 
-static void get_timeout_cb(evutil_socket_t fd, short what, void *arg)
+static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     redis_req *req = arg;
     pgw_redis_tier *tier = req->tier;
     event_free(req->timer);
     req->timer = NULL;
     req->answered = 1;
-    pgw_redis_get_cb cb = req->cb;
-    void *ud = req->user_data;
+    redis_req copy = *req;
     /* req stays queued in hiredis; it may be freed by breaker_failure's teardown below, so it
      * is not touched after this point. */
     enter(tier);
     tier->stats.timeouts++;
-    breaker_failure(tier);
-    answer(tier, cb, ud, PGW_REDIS_ERROR, NULL, 0);
+    answer_req(tier, &copy, NULL);
     leave(tier);
 }
 
-void pgw_redis_tier_get(pgw_redis_tier *tier, const char *key, pgw_redis_get_cb cb, void *user_data)
+/* Answers a command that was not sent, synchronously. */
+static void reject(pgw_redis_tier *tier, pgw_redis_get_cb get_cb, pgw_redis_reply_cb reply_cb,
+                   void *ud)
 {
-    if (!tier || !key || tier->free_pending) {
-        return;
-    }
-    enter(tier);
-    tier->stats.gets++;
+    tier->stats.rejected++;
+    if (reply_cb)
+        answer_reply(tier, reply_cb, ud, NULL);
+    else
+        answer(tier, get_cb, ud, PGW_REDIS_ERROR, NULL, 0);
+}
+
+/* The shared path of GET and command: breaker, queueing, timeout. */
+static void send_req(pgw_redis_tier *tier, int argc, const char **argv, const size_t *lens,
+                     pgw_redis_get_cb get_cb, pgw_redis_reply_cb reply_cb, void *user_data)
+{
     int is_probe = 0;
-    if (tier->conn != PGW_REDIS_CONN_READY || !tier->ac) {
+    if (tier->main.state != PGW_REDIS_CONN_READY || !tier->main.ac) {
         /* Counting "no connection" as a failure lets the breaker open while Redis is down,
          * but not during the first connect or an attempt in progress. */
-        if (tier->conn == PGW_REDIS_CONN_DISCONNECTED && tier->breaker == PGW_REDIS_BREAKER_CLOSED)
+        if (tier->main.state == PGW_REDIS_CONN_DISCONNECTED &&
+            tier->breaker == PGW_REDIS_BREAKER_CLOSED)
             breaker_failure(tier);
-        tier->stats.rejected++;
-        answer(tier, cb, user_data, PGW_REDIS_ERROR, NULL, 0);
-        goto out;
+        reject(tier, get_cb, reply_cb, user_data);
+        return;
     }
     if (!breaker_allow(tier, &is_probe)) {
-        tier->stats.rejected++;
-        answer(tier, cb, user_data, PGW_REDIS_ERROR, NULL, 0);
-        goto out;
+        reject(tier, get_cb, reply_cb, user_data);
+        return;
     }
     redis_req *req = calloc(1, sizeof *req);
     if (req)
-        req->timer = evtimer_new(tier->base, get_timeout_cb, req);
-    const char *argv[2] = {"GET", key};
-    size_t lens[2] = {3, strlen(key)};
+        req->timer = evtimer_new(tier->base, req_timeout_cb, req);
     if (!req || !req->timer ||
-        redisAsyncCommandArgv(tier->ac, get_reply_cb, req, 2, argv, lens) != REDIS_OK) {
+        redisAsyncCommandArgv(tier->main.ac, req_reply_cb, req, argc, argv, lens) != REDIS_OK) {
         if (req && req->timer)
             event_free(req->timer);
         free(req);
         if (is_probe)
             tier->probe_in_flight = 0;
-        tier->stats.rejected++;
-        answer(tier, cb, user_data, PGW_REDIS_ERROR, NULL, 0);
-        goto out;
+        reject(tier, get_cb, reply_cb, user_data);
+        return;
     }
     req->tier = tier;
-    req->cb = cb;
+    req->get_cb = get_cb;
+    req->reply_cb = reply_cb;
     req->user_data = user_data;
     req->is_probe = is_probe;
     req->next = tier->reqs;
@@ -791,18 +940,58 @@ void pgw_redis_tier_get(pgw_redis_tier *tier, const char *key, pgw_redis_get_cb 
     tier->reqs = req;
     struct timeval tv = ms_to_tv(tier->cfg.command_timeout_ms);
     evtimer_add(req->timer, &tv);
-out:
+}
+
+void pgw_redis_tier_get(pgw_redis_tier *tier, const char *key, pgw_redis_get_cb cb, void *user_data)
+{
+    if (!tier || !key || tier->free_pending)
+        return;
+    enter(tier);
+    tier->stats.gets++;
+    const char *argv[2] = {"GET", key};
+    size_t lens[2] = {3, strlen(key)};
+    send_req(tier, 2, argv, lens, cb, NULL, user_data);
     leave(tier);
 }
 
-static void set_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
+void pgw_redis_tier_command(pgw_redis_tier *tier, int argc, const char **argv, const size_t *lens,
+                            pgw_redis_reply_cb cb, void *user_data)
 {
-    pgw_redis_tier *tier = ac->data;
+    if (!tier || tier->free_pending)
+        return;
+    enter(tier);
+    tier->stats.commands++;
+    if (argc < 1 || !argv || !lens) {
+        tier->stats.rejected++;
+        answer_reply(tier, cb, user_data, NULL);
+    } else {
+        send_req(tier, argc, argv, lens, NULL, cb, user_data);
+    }
+    leave(tier);
+}
+
+/* Fire-and-forget replies: only counted. privdata points at the error counter to bump. */
+static void count_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redis_conn *c = ac->data;
     redisReply *reply = r;
-    if (!tier)
+    if (!c)
         return;
     if (!reply || reply->type == REDIS_REPLY_ERROR)
-        tier->stats.set_errors++;
+        ++*(uint64_t *)privdata;
+}
+
+/* Queues a fire-and-forget command on the main connection. */
+static int send_counted(pgw_redis_tier *tier, int argc, const char **argv, const size_t *lens,
+                        uint64_t *errors)
+{
+    if (tier->main.state != PGW_REDIS_CONN_READY || !tier->main.ac ||
+        tier->breaker != PGW_REDIS_BREAKER_CLOSED)
+        return -1;
+    return redisAsyncCommandArgv(tier->main.ac, count_reply_cb, errors, argc, argv, lens) ==
+                   REDIS_OK
+               ? 0
+               : -1;
 }
 
 int pgw_redis_tier_set(pgw_redis_tier *tier, const char *key, const uint8_t *value, size_t len,
@@ -810,20 +999,30 @@ int pgw_redis_tier_set(pgw_redis_tier *tier, const char *key, const uint8_t *val
 {
     if (!tier || !key || (len && !value) || ttl_ms <= 0 || tier->free_pending)
         return -1;
-    if (tier->conn != PGW_REDIS_CONN_READY || !tier->ac ||
-        tier->breaker != PGW_REDIS_BREAKER_CLOSED) {
-        tier->stats.set_skipped++;
-        return -1;
-    }
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
     const char *argv[5] = {"SET", key, value ? (const char *)value : "", "PX", ttl};
     size_t lens[5] = {3, strlen(key), len, 2, strlen(ttl)};
-    if (redisAsyncCommandArgv(tier->ac, set_reply_cb, NULL, 5, argv, lens) != REDIS_OK) {
+    if (send_counted(tier, 5, argv, lens, &tier->stats.set_errors) != 0) {
         tier->stats.set_skipped++;
         return -1;
     }
     tier->stats.sets++;
+    return 0;
+}
+
+int pgw_redis_tier_publish(pgw_redis_tier *tier, const char *channel, const uint8_t *payload,
+                           size_t len)
+{
+    if (!tier || !channel || !*channel || (len && !payload) || tier->free_pending)
+        return -1;
+    const char *argv[3] = {"PUBLISH", channel, payload ? (const char *)payload : ""};
+    size_t lens[3] = {7, strlen(channel), len};
+    if (send_counted(tier, 3, argv, lens, &tier->stats.publish_errors) != 0) {
+        tier->stats.publish_skipped++;
+        return -1;
+    }
+    tier->stats.publishes++;
     return 0;
 }
 
@@ -834,12 +1033,19 @@ void pgw_redis_tier_stats_get(const pgw_redis_tier *tier, pgw_redis_tier_stats *
     /* Report an open breaker whose cool-down is over as half-open: the next GET probes. */
     if (out->breaker == PGW_REDIS_BREAKER_OPEN && mono_ms() >= tier->open_until_ms)
         out->breaker = PGW_REDIS_BREAKER_HALF_OPEN;
-    out->conn = tier->conn;
+    out->conn = tier->main.state;
+    out->sub_conn = tier->sub_channel ? tier->sub.state : PGW_REDIS_CONN_DISCONNECTED;
+    out->subscribed = tier->sub.subscribed;
 }
 
 int pgw_redis_tier_is_ready(const pgw_redis_tier *tier)
 {
-    return tier && tier->conn == PGW_REDIS_CONN_READY;
+    return tier && tier->main.state == PGW_REDIS_CONN_READY;
+}
+
+int pgw_redis_tier_is_subscribed(const pgw_redis_tier *tier)
+{
+    return tier && tier->sub.subscribed;
 }
 
 const char *pgw_redis_tier_last_error(const pgw_redis_tier *tier)

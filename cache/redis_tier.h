@@ -8,7 +8,11 @@
  * Every GET answers within the command timeout. A circuit breaker stops sending after a run
  * of consecutive failures (errors, timeouts, a lost connection) so callers fall through to
  * upstream at once instead of waiting on a sick Redis; after a cool-down (doubling on each
- * re-trip, up to a cap) one probe GET is let through, and its success closes the breaker. */
+ * re-trip, up to a cap) one probe GET is let through, and its success closes the breaker.
+ *
+ * Besides GET and SET, any command can be sent (pgw_redis_tier_command) with the same timeout
+ * and breaker accounting, and the tier can keep a second connection subscribed to one pub/sub
+ * channel (config.subscribe_channel), re-subscribing after every reconnect. */
 #ifndef PGW_CACHE_REDIS_TIER_H
 #define PGW_CACHE_REDIS_TIER_H
 
@@ -16,9 +20,14 @@
 #include <stdint.h>
 
 struct event_base;
+struct redisReply;
 typedef struct pgw_redis_tier pgw_redis_tier;
 
 #define PGW_REDIS_KEY_PREFIX "pgw:v1:bij:"
+/* Names the fleet shares (DESIGN.md "Running as a fleet"): fill notices go to this channel,
+ * and a replica fetching an ARN holds PGW_REDIS_LEASE_PREFIX "<arn>". */
+#define PGW_REDIS_FILL_CHANNEL "pgw:v1:fill"
+#define PGW_REDIS_LEASE_PREFIX "pgw:v1:lease:"
 
 typedef enum pgw_redis_result {
     PGW_REDIS_HIT = 0, /* value bytes are passed to the callback */
@@ -49,6 +58,19 @@ typedef struct pgw_redis_tier_config {
     int breaker_cooldown_ms;     /* first open period; default 2000 */
     int breaker_cooldown_max_ms; /* cap for the doubling; default 30000 */
     size_t max_value_bytes;      /* larger values are treated as a miss; default 2 MiB */
+
+    /* Pub/sub. With subscribe_channel set (copied), the tier keeps a second connection
+     * subscribed to that channel: same URL, AUTH, SELECT and reconnect backoff as the main
+     * one, re-subscribing after every reconnect. Its failures do not move the breaker. */
+    const char *subscribe_channel; /* NULL: no subscriber connection */
+    /* One published message on subscribe_channel; payload is borrowed (valid during the call
+     * only). May be NULL. */
+    void (*on_message)(const uint8_t *payload, size_t len, void *ud);
+    /* up = 1 when the subscription became active (SUBSCRIBE confirmed), 0 when an active one was
+     * lost (messages published meanwhile are missed: do not rely on pub/sub until the next 1).
+     * Called on transitions only, never after pgw_redis_tier_free(). May be NULL. */
+    void (*on_subscription)(int up, void *ud);
+    void *message_ud; /* passed to both callbacks */
 } pgw_redis_tier_config;
 
 typedef struct pgw_redis_tier_stats {
@@ -58,11 +80,18 @@ typedef struct pgw_redis_tier_stats {
     uint64_t rejected; /* GETs answered ERROR without being sent (breaker, no connection) */
     uint64_t sets, set_errors, set_skipped;
     uint64_t breaker_opens;
-    uint64_t connects;    /* connections that became ready */
-    uint64_t disconnects; /* ready connections lost or dropped */
-    uint64_t oversize;    /* values over max_value_bytes, answered MISS */
+    uint64_t connects;         /* connections that became ready */
+    uint64_t disconnects;      /* ready connections lost or dropped */
+    uint64_t oversize;         /* values over max_value_bytes, answered MISS */
+    uint64_t commands;         /* pgw_redis_tier_command() calls */
+    uint64_t command_failures; /* ... answered NULL (not sent, timeout, lost, breaker) */
+    uint64_t publishes, publish_skipped, publish_errors;
+    uint64_t sub_connects; /* subscriptions that became active */
+    uint64_t messages;     /* messages received on subscribe_channel */
     pgw_redis_breaker_state breaker;
     pgw_redis_conn_state conn;
+    pgw_redis_conn_state sub_conn; /* DISCONNECTED when there is no subscriber connection */
+    int subscribed;                /* the subscription is active now */
 } pgw_redis_tier_stats;
 
 /* The parts of a Redis URL. password and username are secrets-adjacent: never log them. */
@@ -113,6 +142,29 @@ void pgw_redis_tier_get(pgw_redis_tier *tier, const char *key, pgw_redis_get_cb 
  * command was queued, -1 when skipped (not ready, breaker not closed, bad arguments). */
 int pgw_redis_tier_set(pgw_redis_tier *tier, const char *key, const uint8_t *value, size_t len,
                        int64_t ttl_ms);
+
+/* Receives a command's reply: borrowed, valid during the callback only. Error replies
+ * (REDIS_REPLY_ERROR) are passed as replies; NULL means no reply: not sent (breaker open, no
+ * ready connection, bad arguments), command timeout, or connection lost. */
+typedef void (*pgw_redis_reply_cb)(const struct redisReply *reply, void *user_data);
+
+/* Sends any command (argv[i] of lens[i] bytes; both copied before return) on the main
+ * connection. cb fires exactly once (unless the tier is freed first), like GET: with the reply,
+ * or with NULL at the command timeout (a late reply is then ignored); when the command cannot be
+ * sent, cb runs SYNCHRONOUSLY with NULL before this call returns. Breaker accounting is GET's:
+ * a reply counts as a success, except an error reply, which like NULL counts as a failure; an
+ * open breaker rejects the command, and a half-open one lets it through as the probe. Do not
+ * send SUBSCRIBE-family commands, MONITOR or blocking commands (BLPOP...) here. */
+void pgw_redis_tier_command(pgw_redis_tier *tier, int argc, const char **argv, const size_t *lens,
+                            pgw_redis_reply_cb cb, void *user_data);
+
+/* PUBLISH channel payload on the main connection, fire and forget: failures are only counted.
+ * Returns 0 when queued, -1 when skipped (not ready, breaker not closed, bad arguments). */
+int pgw_redis_tier_publish(pgw_redis_tier *tier, const char *channel, const uint8_t *payload,
+                           size_t len);
+
+/* Nonzero when the subscription on config.subscribe_channel is active now. */
+int pgw_redis_tier_is_subscribed(const pgw_redis_tier *tier);
 
 /* Copies the counters and states into *out. */
 void pgw_redis_tier_stats_get(const pgw_redis_tier *tier, pgw_redis_tier_stats *out);

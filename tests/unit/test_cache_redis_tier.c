@@ -1,10 +1,13 @@
 /* Redis tier against real redis-server processes this test starts on loopback: URL parsing,
  * GET/SET round trip with PTTL, miss, AUTH + SELECT (plain and ACL-style URLs), a corrupted
  * value, timeouts with a stopped server, crash -> breaker opens -> restart -> reconnect, and
- * freeing with commands in flight. Skips (77) when redis-server is not installed. */
+ * freeing with commands in flight; generic commands (replies, error replies, NULL on timeout
+ * and when not sent) and pub/sub (subscribe, publish, re-subscribe after the subscriber is
+ * killed, with AUTH + SELECT). Skips (77) when redis-server is not installed. */
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -401,6 +404,260 @@ static void test_auth_server(int port)
         redisFree(db0);
 }
 
+/* ---- generic commands ---------------------------------------------------------------------- */
+
+typedef struct cmd_state {
+    int done;
+    int calls;
+    int null_reply;
+    int type;
+    long long integer;
+    char str[256];
+    size_t len;
+    int64_t answered_at;
+} cmd_state;
+
+static void cmd_cb(const struct redisReply *reply, void *ud)
+{
+    cmd_state *c = ud;
+    c->calls++;
+    c->done = 1;
+    c->answered_at = now_ms();
+    c->null_reply = reply == NULL;
+    if (reply) {
+        c->type = reply->type;
+        c->integer = reply->integer;
+        c->len = reply->str ? (size_t)reply->len : 0;
+        if (reply->str && c->len < sizeof c->str) {
+            memcpy(c->str, reply->str, c->len);
+            c->str[c->len] = '\0';
+        }
+    }
+}
+
+/* One command from a NULL-terminated list of string arguments, run to its answer. */
+static cmd_state do_cmd(pgw_redis_tier *tier, const char *a0, ...)
+{
+    const char *argv[8];
+    size_t lens[8];
+    int argc = 0;
+    va_list ap;
+    va_start(ap, a0);
+    for (const char *a = a0; a && argc < 8; a = va_arg(ap, const char *)) {
+        argv[argc] = a;
+        lens[argc++] = strlen(a);
+    }
+    va_end(ap);
+    cmd_state c;
+    memset(&c, 0, sizeof c);
+    pgw_redis_tier_command(tier, argc, argv, lens, cmd_cb, &c);
+    run_until(&c.done, 2000);
+    return c;
+}
+
+static void test_commands(int port, pid_t pid)
+{
+    char url[64], err[256];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    pgw_redis_tier_config cfg = test_config(url);
+    pgw_redis_tier *tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+    CHECK(tier && wait_ready(tier, 3000));
+    if (!tier)
+        return;
+    const char *lease =
+        PGW_REDIS_LEASE_PREFIX "arn:aws:personalize:us-east-1:1:batch-inference-job/c";
+
+    /* The lease idiom the fleet uses: SET NX PX -> OK, then nil while held. */
+    cmd_state c = do_cmd(tier, "SET", lease, "replica-a", "NX", "PX", "5000", NULL);
+    CHECK(c.calls == 1 && !c.null_reply && c.type == REDIS_REPLY_STATUS &&
+          strcmp(c.str, "OK") == 0);
+    c = do_cmd(tier, "SET", lease, "replica-b", "NX", "PX", "5000", NULL);
+    CHECK(c.calls == 1 && !c.null_reply && c.type == REDIS_REPLY_NIL);
+    c = do_cmd(tier, "GET", lease, NULL);
+    CHECK(c.type == REDIS_REPLY_STRING && strcmp(c.str, "replica-a") == 0);
+    c = do_cmd(tier, "PTTL", lease, NULL);
+    CHECK(c.type == REDIS_REPLY_INTEGER && c.integer > 4000 && c.integer <= 5000);
+
+    /* Binary arguments go through intact (lens, not strlen). */
+    const char *argv[3] = {"SET", "pgw:v1:bin", "a\0b"};
+    size_t lens[3] = {3, 10, 3};
+    cmd_state b;
+    memset(&b, 0, sizeof b);
+    pgw_redis_tier_command(tier, 3, argv, lens, cmd_cb, &b);
+    run_until(&b.done, 2000);
+    c = do_cmd(tier, "STRLEN", "pgw:v1:bin", NULL);
+    CHECK(c.type == REDIS_REPLY_INTEGER && c.integer == 3);
+
+    /* An error reply is a reply; it still counts against the breaker, as for GET. */
+    c = do_cmd(tier, "INCR", lease, NULL);
+    CHECK(c.calls == 1 && !c.null_reply && c.type == REDIS_REPLY_ERROR);
+    c = do_cmd(tier, "NOSUCHCOMMAND", NULL);
+    CHECK(!c.null_reply && c.type == REDIS_REPLY_ERROR);
+    c = do_cmd(tier, "PING", NULL); /* success resets the failure run */
+    CHECK(c.type == REDIS_REPLY_STATUS && strcmp(c.str, "PONG") == 0);
+
+    /* Bad arguments: NULL, synchronously. */
+    cmd_state bad;
+    memset(&bad, 0, sizeof bad);
+    pgw_redis_tier_command(tier, 0, argv, lens, cmd_cb, &bad);
+    CHECK(bad.calls == 1 && bad.null_reply);
+
+    /* A stopped server: NULL at the command timeout, the late reply ignored. */
+    pgw_tr_signal(pid, SIGSTOP);
+    int64_t t0 = now_ms();
+    c = do_cmd(tier, "GET", lease, NULL);
+    CHECK(c.calls == 1 && c.null_reply);
+    CHECK(c.answered_at - t0 >= cfg.command_timeout_ms - 5 &&
+          c.answered_at - t0 < cfg.command_timeout_ms + 150);
+    pgw_tr_signal(pid, SIGCONT);
+    run_for(100);
+    CHECK(c.calls == 1);
+    pgw_redis_tier_stats st;
+    pgw_redis_tier_stats_get(tier, &st);
+    CHECK(st.commands >= 9 && st.command_failures == 2 && st.timeouts == 1);
+
+    /* Breaker: a run of failures opens it; commands are then refused synchronously. */
+    for (int i = 0; i < cfg.breaker_failures; i++)
+        do_cmd(tier, "INCR", lease, NULL);
+    pgw_redis_tier_stats_get(tier, &st);
+    CHECK(st.breaker_opens == 1);
+    cmd_state sync;
+    memset(&sync, 0, sizeof sync);
+    const char *ping[1] = {"PING"};
+    size_t ping_len[1] = {4};
+    pgw_redis_tier_command(tier, 1, ping, ping_len, cmd_cb, &sync);
+    CHECK(sync.calls == 1 && sync.null_reply);
+    CHECK(pgw_redis_tier_publish(tier, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"x", 1) == -1);
+    pgw_redis_tier_free(tier);
+
+    /* No server at all: NULL synchronously. */
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", pgw_tr_free_port());
+    cfg = test_config(url);
+    tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+    CHECK(tier != NULL);
+    run_for(50);
+    memset(&sync, 0, sizeof sync);
+    pgw_redis_tier_command(tier, 1, ping, ping_len, cmd_cb, &sync);
+    CHECK(sync.calls == 1 && sync.null_reply);
+    pgw_redis_tier_free(tier);
+}
+
+/* ---- pub/sub ------------------------------------------------------------------------------- */
+
+typedef struct sub_state {
+    int ups, downs;
+    int messages;
+    uint8_t last[64];
+    size_t last_len;
+    pgw_redis_tier **free_me; /* set: free the tier from inside on_message */
+} sub_state;
+
+static void on_message(const uint8_t *payload, size_t len, void *ud)
+{
+    sub_state *s = ud;
+    s->messages++;
+    s->last_len = len < sizeof s->last ? len : sizeof s->last;
+    memcpy(s->last, payload, s->last_len);
+    if (s->free_me) {
+        pgw_redis_tier_free(*s->free_me);
+        *s->free_me = NULL;
+    }
+}
+
+static void on_subscription(int up, void *ud)
+{
+    sub_state *s = ud;
+    if (up)
+        s->ups++;
+    else
+        s->downs++;
+}
+
+static int wait_flag_ge(const int *v, int want, int ms)
+{
+    int64_t end = now_ms() + ms;
+    while (*v < want && now_ms() < end)
+        run_for(10);
+    return *v >= want;
+}
+
+static void kill_clients(int port, const char *password, const char *type)
+{
+    redisContext *rc = pgw_tr_connect(port, password, 0);
+    CHECK(rc != NULL);
+    if (!rc)
+        return;
+    redisReply *r = redisCommand(rc, "CLIENT KILL TYPE %s", type);
+    CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer >= 1);
+    if (r)
+        freeReplyObject(r);
+    redisFree(rc);
+}
+
+static void test_pubsub(int port, const char *password, int db)
+{
+    char url[128], err[256];
+    if (password)
+        snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d/%d", password, port, db);
+    else
+        snprintf(url, sizeof url, "redis://127.0.0.1:%d/%d", port, db);
+    sub_state s;
+    memset(&s, 0, sizeof s);
+    pgw_redis_tier_config cfg = test_config(url);
+    cfg.subscribe_channel = PGW_REDIS_FILL_CHANNEL;
+    cfg.on_message = on_message;
+    cfg.on_subscription = on_subscription;
+    cfg.message_ud = &s;
+    pgw_redis_tier *sub = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+    pgw_redis_tier_config pcfg = test_config(url); /* a second tier: another replica */
+    pgw_redis_tier *pub = pgw_redis_tier_new(base, &pcfg, err, sizeof err);
+    CHECK(sub && pub);
+    if (!sub || !pub) {
+        pgw_redis_tier_free(sub);
+        pgw_redis_tier_free(pub);
+        return;
+    }
+    CHECK(wait_ready(pub, 3000));
+    CHECK(wait_flag_ge(&s.ups, 1, 3000));
+    CHECK(pgw_redis_tier_is_subscribed(sub) && s.downs == 0);
+
+    const uint8_t payload[] = {'a', 'r', 'n', 0x00, 0xff};
+    CHECK(pgw_redis_tier_publish(pub, PGW_REDIS_FILL_CHANNEL, payload, sizeof payload) == 0);
+    CHECK(wait_flag_ge(&s.messages, 1, 2000));
+    CHECK(s.last_len == sizeof payload && memcmp(s.last, payload, sizeof payload) == 0);
+    /* Another channel is not delivered. */
+    CHECK(pgw_redis_tier_publish(pub, "pgw:v1:other", payload, 1) == 0);
+    CHECK(pgw_redis_tier_publish(sub, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"self", 4) == 0);
+    CHECK(wait_flag_ge(&s.messages, 2, 2000));
+    run_for(50);
+    CHECK(s.messages == 2 && s.last_len == 4 && memcmp(s.last, "self", 4) == 0);
+
+    /* The subscriber connection is killed: down, then up again after the reconnect, and
+     * messages flow again. The main connections were not touched. */
+    kill_clients(port, password, "pubsub");
+    CHECK(wait_flag_ge(&s.downs, 1, 2000));
+    CHECK(wait_flag_ge(&s.ups, 2, 3000));
+    CHECK(pgw_redis_tier_publish(pub, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"again", 5) == 0);
+    CHECK(wait_flag_ge(&s.messages, 3, 2000));
+    CHECK(s.last_len == 5 && memcmp(s.last, "again", 5) == 0);
+    pgw_redis_tier_stats st;
+    pgw_redis_tier_stats_get(sub, &st);
+    CHECK(st.sub_connects == 2 && st.messages == 3 && st.subscribed == 1);
+    CHECK(st.disconnects == 0 && st.breaker == PGW_REDIS_BREAKER_CLOSED);
+    pgw_redis_tier_stats_get(pub, &st);
+    CHECK(st.publishes == 3 && st.publish_errors == 0);
+
+    /* Freed from inside on_message: nothing runs afterwards, nothing leaks (ASan). */
+    s.free_me = &sub;
+    int downs = s.downs;
+    CHECK(pgw_redis_tier_publish(pub, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"last", 4) == 0);
+    CHECK(wait_flag_ge(&s.messages, 4, 2000));
+    run_for(50);
+    CHECK(sub == NULL && s.downs == downs);
+    pgw_redis_tier_free(sub);
+    pgw_redis_tier_free(pub);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -419,13 +676,19 @@ int main(void)
     base = event_base_new();
     if (pid > 0)
         test_plain_server(port, &pid);
+    if (pid > 0) {
+        test_commands(port, pid);
+        test_pubsub(port, NULL, 0);
+    }
     pgw_tr_signal(pid, SIGKILL);
 
     int port2 = pgw_tr_free_port();
     pid_t pid2 = pgw_tr_start(port2, "t3st-only-pw");
     CHECK(pid2 > 0);
-    if (pid2 > 0)
+    if (pid2 > 0) {
         test_auth_server(port2);
+        test_pubsub(port2, "t3st-only-pw", 4);
+    }
     pgw_tr_signal(pid2, SIGKILL);
 
     event_base_free(base);
