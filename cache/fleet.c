@@ -19,7 +19,7 @@
 #include "cache/redis_tier.h"
 #include "personalize_gateway/fleet/v1/fleet.pb-c.h"
 
-#define INDEX_BUCKETS 1024 /* open waits are bounded by the upstream in-flight bound */
+#define INDEX_BUCKETS  1024 /* open waits are bounded by the upstream in-flight bound */
 #define REPLICA_ID_MAX 64
 #define ARN_KEY_MAX    512
 
@@ -33,6 +33,7 @@ struct pgw_fleet_wait {
     int accept_cached;
     int attempts;
     int replies_out;
+    int in_acquire; /* pgw_fleet_acquire is still on the stack: keep it allocated */
     /* the current attempt's replies */
     int redis_failed, won;
     long long pttl_ms;
@@ -139,20 +140,25 @@ static pgw_fleet_wait *index_find(pgw_fleet *fleet, const char *arn)
     return NULL;
 }
 
-/* Detaches the wait (no more callbacks, out of the index), frees it unless replies are still
- * due, then tells the caller. */
+/* Frees a detached wait once nothing can reach it any more. */
+static void release_if_done(pgw_fleet_wait *w)
+{
+    if (!w->cb && w->replies_out == 0 && !w->in_acquire)
+        wait_release(w);
+}
+
+/* Detaches the wait (no more callbacks, out of the index), tells the caller, then frees it
+ * unless replies are still due. The outcome may borrow the wait's value: release comes last. */
 static void wait_finish(pgw_fleet_wait *w, const pgw_fleet_outcome *outcome)
 {
     pgw_fleet_cb cb = w->cb;
-    void *user_data = w->user_data;
     w->cb = NULL;
     index_remove(w);
     if (w->takeover_timer)
         event_del(w->takeover_timer);
-    if (w->replies_out == 0)
-        wait_release(w);
     if (cb)
-        cb(outcome, user_data);
+        cb(outcome, w->user_data);
+    release_if_done(w);
 }
 
 static void finish_fetch(pgw_fleet_wait *w, int holds_lease)
@@ -179,7 +185,7 @@ static void finish_filled(pgw_fleet_wait *w, const uint8_t *entry, size_t len)
 
 static int lease_key(const char *arn, char *out, size_t cap)
 {
-    int n = snprintf(out, cap, "%s%s", PGW_FLEET_LEASE_PREFIX, arn);
+    int n = snprintf(out, cap, "%s%s", PGW_REDIS_LEASE_PREFIX, arn);
     return n > 0 && (size_t)n < cap ? n : -1;
 }
 
@@ -246,8 +252,7 @@ static void on_reply(const struct redisReply *reply, int which, pgw_fleet_wait *
 {
     w->replies_out--;
     if (!w->cb) { /* answered (by a notice) or cancelled while the pipeline was out */
-        if (w->replies_out == 0)
-            wait_release(w);
+        release_if_done(w);
         return;
     }
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
@@ -347,9 +352,13 @@ pgw_fleet_wait *pgw_fleet_acquire(pgw_fleet *fleet, const char *arn, int accept_
     w->indexed = 1;
     fleet->stats.waiting++;
 
+    w->in_acquire = 1;
     start_attempt(w);
-    /* Still waiting (or its pipeline still out): hand the handle out. */
-    return w->cb ? w : NULL;
+    w->in_acquire = 0;
+    if (w->cb)
+        return w; /* still waiting: hand the handle out */
+    release_if_done(w);
+    return NULL;
 }
 
 void pgw_fleet_cancel(pgw_fleet_wait *w)
@@ -360,18 +369,17 @@ void pgw_fleet_cancel(pgw_fleet_wait *w)
     index_remove(w);
     if (w->takeover_timer)
         event_del(w->takeover_timer);
-    if (w->replies_out == 0)
-        wait_release(w);
+    release_if_done(w);
 }
 
-static void publish(pgw_fleet *fleet, const Personalize_gateway__Fleet__V1__FillNotice *n)
+static void publish(pgw_fleet *fleet, const PersonalizeGateway__Fleet__V1__FillNotice *n)
 {
     size_t len = personalize_gateway__fleet__v1__fill_notice__get_packed_size(n);
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf)
         return;
     personalize_gateway__fleet__v1__fill_notice__pack(n, buf);
-    if (pgw_redis_tier_publish(fleet->redis, PGW_FLEET_CHANNEL, buf, len) == 0)
+    if (pgw_redis_tier_publish(fleet->redis, PGW_REDIS_FILL_CHANNEL, buf, len) == 0)
         fleet->stats.notices_published++;
     free(buf);
 }
@@ -379,7 +387,7 @@ static void publish(pgw_fleet *fleet, const Personalize_gateway__Fleet__V1__Fill
 void pgw_fleet_publish_fill(pgw_fleet *fleet, const char *arn, const uint8_t *entry,
                             size_t entry_len)
 {
-    Personalize_gateway__Fleet__V1__FillNotice n = PERSONALIZE_GATEWAY__FLEET__V1__FILL_NOTICE__INIT;
+    PersonalizeGateway__Fleet__V1__FillNotice n = PERSONALIZE_GATEWAY__FLEET__V1__FILL_NOTICE__INIT;
     n.batch_inference_job_arn = (char *)arn;
     n.cache_entry.data = (uint8_t *)entry;
     n.cache_entry.len = entry_len;
@@ -392,7 +400,7 @@ void pgw_fleet_publish_failure(pgw_fleet *fleet, const char *arn, int code, cons
 {
     /* Release first: a waiter that retries on the notice must find the lease free. */
     release_lease(fleet, arn);
-    Personalize_gateway__Fleet__V1__FillNotice n = PERSONALIZE_GATEWAY__FLEET__V1__FILL_NOTICE__INIT;
+    PersonalizeGateway__Fleet__V1__FillNotice n = PERSONALIZE_GATEWAY__FLEET__V1__FILL_NOTICE__INIT;
     n.batch_inference_job_arn = (char *)arn;
     n.code = code;
     n.message = (char *)(message ? message : "");
@@ -405,7 +413,7 @@ void pgw_fleet_on_message(const uint8_t *payload, size_t len, void *user_data)
     pgw_fleet *fleet = user_data;
     if (!fleet)
         return;
-    Personalize_gateway__Fleet__V1__FillNotice *n =
+    PersonalizeGateway__Fleet__V1__FillNotice *n =
         personalize_gateway__fleet__v1__fill_notice__unpack(NULL, len, payload);
     if (!n || !n->batch_inference_job_arn || (n->cache_entry.len == 0 && n->code == 0)) {
         fleet->stats.notices_malformed++;

@@ -31,9 +31,6 @@ typedef struct pgw_redis_tier pgw_redis_tier;
 typedef struct pgw_fleet pgw_fleet;
 typedef struct pgw_fleet_wait pgw_fleet_wait;
 
-#define PGW_FLEET_CHANNEL      "pgw:v1:fill"
-#define PGW_FLEET_LEASE_PREFIX "pgw:v1:lease:"
-
 typedef struct pgw_fleet_config {
     int lease_ms;           /* a lease's life without its holder; default 3000 */
     const char *replica_id; /* copied; NULL or "" = random */
@@ -72,9 +69,9 @@ typedef struct pgw_fleet_stats {
 void pgw_fleet_config_defaults(pgw_fleet_config *cfg);
 
 /* Creates the coordinator. Returns NULL on allocation failure. It needs a tier
- * (pgw_fleet_set_redis) before the first acquire; the tier's subscriber on PGW_FLEET_CHANNEL
- * must be wired to pgw_fleet_on_message / pgw_fleet_on_subscription with this fleet as user
- * data (which is why the fleet comes first). */
+ * (pgw_fleet_set_redis) before the first acquire; the tier's subscriber on PGW_REDIS_FILL_CHANNEL
+ * (redis_tier.h) must be wired to pgw_fleet_on_message / pgw_fleet_on_subscription with this fleet
+ * as user data (which is why the fleet comes first). */
 pgw_fleet *pgw_fleet_new(struct event_base *base, const pgw_fleet_config *cfg);
 
 /* The tier to coordinate through; borrowed. */

@@ -461,7 +461,9 @@ static void on_flight_done(const pgw_flight_result *fr, void *user_data)
         .message = fr->message ? fr->message : pgw_code_name(code),
         .job_pb = fr->data,
         .job_pb_len = fr->data_len,
-        .source = code != PGW_OK ? PGW_SOURCE_NONE : out ? out->source : PGW_SOURCE_UPSTREAM,
+        .source = code != PGW_OK ? PGW_SOURCE_NONE
+                  : out          ? out->source
+                                 : PGW_SOURCE_UPSTREAM,
         .age_s = out ? out->age_s : 0,
         .aws_error_code = out ? out->aws_error_code : NULL,
         .aws_request_id = out ? out->request_id : NULL,

@@ -183,7 +183,7 @@ static int build_cache(gateway *g, struct event_base *base, char *err, size_t er
             snprintf(err, err_len, "cannot create the fleet coordinator");
             return -1;
         }
-        rcfg.subscribe_channel = PGW_FLEET_CHANNEL;
+        rcfg.subscribe_channel = PGW_REDIS_FILL_CHANNEL;
         rcfg.on_message = pgw_fleet_on_message;
         rcfg.on_subscription = pgw_fleet_on_subscription;
         rcfg.message_ud = g->fleet;
