@@ -475,6 +475,10 @@ def sanitized_headers(headers):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle holds the body
+    # back until the client ACKs the headers, which a delayed ACK makes 40 ms on a reused
+    # keep-alive connection (real AWS endpoints answer without that stall).
+    disable_nagle_algorithm = True
     server_version = "FakeAWS/1.0"
     sys_version = ""
 
