@@ -66,6 +66,8 @@ struct pgw_lookup_req {
     pgw_arn parsed;
     int64_t deadline_ms;
     int no_cache;
+    int peek_only;             /* a watch's look at the cache tiers: never upstream */
+    int internal;              /* a watch poll: no audit line (the watch was audited) */
     int waiting_redis;         /* a Redis GET is out: its callback still comes */
     pgw_flight_waiter *waiter; /* while joined to a fetch */
     struct event *deadline_timer;
@@ -222,7 +224,7 @@ static void audit_call(pgw_lookup *lk, const char *frontend, const char *identit
  * it (req->cb cleared marks it answered). */
 static void req_finish(pgw_lookup_req *req, const pgw_lookup_result *r)
 {
-    if (req->cb)
+    if (req->cb && !req->internal)
         audit_call(req->lookup, req->frontend, req->identity, req->arn, strlen(req->arn),
                    req->decision, r, req->started_us);
     pgw_lookup_cb cb = req->cb;
@@ -614,6 +616,10 @@ static int fetch_ask_fleet(fetch *f, int accept_cached)
 static void join_fetch(pgw_lookup_req *req)
 {
     pgw_lookup *lk = req->lookup;
+    if (req->peek_only) {
+        finish_error(req, PGW_UNAVAILABLE, "not in the cache");
+        return;
+    }
     int leader = 0;
     pgw_flight *flight =
         pgw_singleflight_join(lk->flights, req->arn, on_flight_done, req, &leader, &req->waiter);
@@ -802,6 +808,48 @@ static void refuse(pgw_lookup *lk, const pgw_lookup_params *params, pgw_audit_de
     cb(&r, user_data);
 }
 
+/* A request for an authorized caller, registered in lk->pending; NULL (the callback has run
+ * with INTERNAL) when memory runs out. */
+static pgw_lookup_req *req_new(pgw_lookup *lk, const pgw_lookup_params *params,
+                               const pgw_arn *parsed, pgw_lookup_cb cb, void *user_data)
+{
+    pgw_lookup_req *req = calloc(1, sizeof(*req));
+    if (!req) {
+        pgw_lookup_result r = {.code = PGW_INTERNAL, .message = "out of memory"};
+        cb(&r, user_data);
+        return NULL;
+    }
+    req->lookup = lk;
+    req->cb = cb;
+    req->user_data = user_data;
+    memcpy(req->arn, params->arn, params->arn_len);
+    req->parsed = *parsed;
+    req->deadline_ms = params->deadline_ms;
+    req->no_cache = params->no_cache;
+    if (params->identity)
+        snprintf(req->identity, sizeof(req->identity), "%s", params->identity);
+    req->frontend = params->frontend;
+    req->started_us = pgw_now_mono_us();
+    req->decision = PGW_AUDIT_ALLOW;
+    req->next = lk->pending;
+    if (req->next)
+        req->next->prev = req;
+    lk->pending = req;
+    return req;
+}
+
+/* Runs the tiers; returns the handle, or NULL when the request was answered before returning. */
+static pgw_lookup_req *req_run(pgw_lookup_req *req)
+{
+    pgw_lookup *lk = req->lookup;
+    lk->starting = req;
+    lk->starting_answered = 0;
+    start_tiers(req);
+    int answered = lk->starting_answered;
+    lk->starting = NULL;
+    return answered ? NULL : req;
+}
+
 pgw_lookup_req *pgw_lookup_start(pgw_lookup *lk, const pgw_lookup_params *params, pgw_lookup_cb cb,
                                  void *user_data)
 {
@@ -840,35 +888,37 @@ pgw_lookup_req *pgw_lookup_start(pgw_lookup *lk, const pgw_lookup_params *params
                user_data);
         return NULL;
     }
-    pgw_lookup_req *req = calloc(1, sizeof(*req));
-    if (!req) {
-        pgw_lookup_result r = {.code = PGW_INTERNAL, .message = "out of memory"};
+    pgw_lookup_req *req = req_new(lk, params, &parsed, cb, user_data);
+    if (!req)
+        return NULL;
+    req->started_us = started_us;
+    return req_run(req);
+}
+
+pgw_lookup_req *pgw_lookup_poll(pgw_lookup *lk, const char *arn, pgw_lookup_poll_mode mode,
+                                int64_t deadline_ms, pgw_lookup_cb cb, void *user_data)
+{
+    pgw_arn parsed;
+    char err[300];
+    size_t arn_len = strlen(arn);
+    if (pgw_arn_parse(arn, arn_len, &parsed, err, sizeof(err)) != 0) {
+        pgw_lookup_result r = {.code = PGW_INVALID_ARGUMENT, .message = err};
         cb(&r, user_data);
         return NULL;
     }
-    req->lookup = lk;
-    req->cb = cb;
-    req->user_data = user_data;
-    memcpy(req->arn, params->arn, params->arn_len);
-    req->parsed = parsed;
-    req->deadline_ms = params->deadline_ms;
-    req->no_cache = params->no_cache;
-    if (params->identity)
-        snprintf(req->identity, sizeof(req->identity), "%s", params->identity);
-    req->frontend = params->frontend;
-    req->started_us = started_us;
-    req->decision = PGW_AUDIT_ALLOW;
-    req->next = lk->pending;
-    if (req->next)
-        req->next->prev = req;
-    lk->pending = req;
-
-    lk->starting = req;
-    lk->starting_answered = 0;
-    start_tiers(req);
-    int answered = lk->starting_answered;
-    lk->starting = NULL;
-    return answered ? NULL : req;
+    pgw_lookup_params params = {
+        .arn = arn,
+        .arn_len = arn_len,
+        .deadline_ms = deadline_ms,
+        .no_cache = mode == PGW_LOOKUP_POLL_FETCH,
+        .frontend = "watch",
+    };
+    pgw_lookup_req *req = req_new(lk, &params, &parsed, cb, user_data);
+    if (!req)
+        return NULL;
+    req->internal = 1;
+    req->peek_only = mode == PGW_LOOKUP_POLL_PEEK;
+    return req_run(req);
 }
 
 /* L1, then Redis, then the coalesced upstream fetch; stops at the first that answers. */
@@ -903,7 +953,7 @@ void pgw_lookup_cancel(pgw_lookup_req *req)
 {
     if (!req)
         return;
-    if (req->cb) {
+    if (req->cb && !req->internal) {
         pgw_lookup_result r = {.code = PGW_CANCELLED, .message = "cancelled"};
         audit_call(req->lookup, req->frontend, req->identity, req->arn, strlen(req->arn),
                    req->decision, &r, req->started_us);

@@ -66,6 +66,17 @@ pgw_lookup_req *pgw_lookup_start(pgw_lookup *lookup, const pgw_lookup_params *pa
 int pgw_lookup_answer_cached(pgw_lookup *lookup, const pgw_lookup_params *params, pgw_lookup_cb cb,
                              void *user_data);
 
+typedef enum pgw_lookup_poll_mode {
+    PGW_LOOKUP_POLL_FETCH, /* a fresh answer from AWS (like no-cache), refreshing the caches */
+    PGW_LOOKUP_POLL_PEEK,  /* the cache tiers only (L1, Redis); a miss answers UNAVAILABLE */
+} pgw_lookup_poll_mode;
+
+/* A watch's poll of an ARN whose watchers were authorized when their streams opened: no
+ * policy, caller limit or audit line; coalesced with Describe misses and within the upstream
+ * rate limit like any fetch. Same callback and handle rules as pgw_lookup_start. */
+pgw_lookup_req *pgw_lookup_poll(pgw_lookup *lookup, const char *arn, pgw_lookup_poll_mode mode,
+                                int64_t deadline_ms, pgw_lookup_cb cb, void *user_data);
+
 /* Abandons a request whose caller went away: its callback will not fire. Shared work (an
  * upstream fetch other callers wait for) continues. Loop thread only. */
 void pgw_lookup_cancel(pgw_lookup_req *req);
