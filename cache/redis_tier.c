@@ -942,21 +942,34 @@ static int tls_reason(redis_conn *c, char *out, size_t cap)
 {
     SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
     long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-    unsigned long e, first = 0;
-    while ((e = bufferevent_get_openssl_error(c->bev)) != 0)
-        if (!first)
-            first = e;
+    /* libevent queues OpenSSL's errors and, besides them, the SSL_get_error() code of the
+     * failed call (a small number with no library): prefer a real OpenSSL error. */
+    unsigned long e, lib_err = 0, ssl_code = 0;
+    while ((e = bufferevent_get_openssl_error(c->bev)) != 0) {
+        if (ERR_GET_LIB(e) != 0) {
+            if (!lib_err)
+                lib_err = e;
+        } else if (!ssl_code) {
+            ssl_code = e;
+        }
+    }
     if (vr != X509_V_OK) {
         snprintf(out, cap, "certificate verify failed: %s", X509_verify_cert_error_string(vr));
         return 1;
     }
-    if (first) {
+    if (lib_err) {
         char buf[160];
-        ERR_error_string_n(first, buf, sizeof buf);
+        ERR_error_string_n(lib_err, buf, sizeof buf);
         snprintf(out, cap, "%s", buf);
         return 1;
     }
     int se = EVUTIL_SOCKET_ERROR();
+    if (ssl_code) {
+        /* SSL_ERROR_SYSCALL and friends: the server dropped the connection mid-TLS. */
+        snprintf(out, cap, "connection %s by the server during TLS",
+                 se == ECONNRESET ? "reset" : "closed");
+        return 1;
+    }
     snprintf(out, cap, "connection closed (%s)",
              se ? evutil_socket_error_to_string(se) : "end of stream");
     return 0;
