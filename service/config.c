@@ -65,11 +65,21 @@ static const opt_def options[] = {
             "refresh temporary AWS credentials this long before they expire (at most half "
             "their lifetime ahead)"),
     STR_OPT(redis_url, OPT_URL, NULL,
-            "redis://[:password@]host:port[/db]; unset: in-process cache only"),
+            "redis[s]://[[user]:password@]host:port[/db] (rediss: TLS; user: an ACL user); "
+            "unset: in-process cache only"),
     INT_OPT(redis_timeout_ms, "50", 1, 10000, "Redis command timeout; slower means a miss"),
     INT_OPT(redis_lease_ms, "3000", 100, 600000,
             "life of a replica's fetch lease in Redis: how long the others wait before one of "
             "them takes over from a holder that died"),
+    STR_OPT(redis_ca_file, OPT_STRING, NULL,
+            "PEM CA bundle the Redis server's certificate must chain to (rediss://; default: "
+            "the system's)"),
+    STR_OPT(redis_cert, OPT_STRING, NULL,
+            "PEM client certificate chain presented to Redis (rediss://, with --redis-key)"),
+    STR_OPT(redis_key, OPT_STRING, NULL, "PEM private key of --redis-cert (unencrypted)"),
+    STR_OPT(redis_password_file, OPT_STRING, NULL,
+            "file holding the Redis password (e.g. a mounted Secret), used when --redis-url has "
+            "none; re-read at every reconnect, one trailing newline ignored"),
     INT_OPT(cache_ttl_terminal_s, "3600", 1, 604800,
             "cache TTL of jobs in a terminal status (ACTIVE, CREATE FAILED)"),
     INT_OPT(cache_ttl_running_s, "10", 1, 86400,
@@ -204,9 +214,9 @@ static int set_option(pgw_config *cfg, const opt_def *o, const char *value, cons
         }
         break;
     case OPT_URL:
-        if (value[0] != '\0' && check_url(value, "redis") != 0) {
-            snprintf(err, err_len, "%s: not a valid redis://[:password@]host:port[/db] URL",
-                     source);
+        if (value[0] != '\0' && check_url(value, "redis,rediss") != 0) {
+            snprintf(err, err_len,
+                     "%s: not a valid redis[s]://[[user]:password@]host:port[/db] URL", source);
             return -1;
         }
         break;
@@ -347,6 +357,26 @@ static int check_auth(pgw_config *cfg, char *err, size_t err_len)
     return 0;
 }
 
+/* The Redis TLS and password settings only make sense with a Redis URL; the files themselves
+ * are checked (readable, valid PEM) when the tier is built, still at startup. */
+static int check_redis(pgw_config *cfg, char *err, size_t err_len)
+{
+    unset_if_empty(&cfg->redis_ca_file);
+    unset_if_empty(&cfg->redis_cert);
+    unset_if_empty(&cfg->redis_key);
+    unset_if_empty(&cfg->redis_password_file);
+    const char *given = cfg->redis_ca_file         ? "--redis-ca-file"
+                        : cfg->redis_cert          ? "--redis-cert"
+                        : cfg->redis_key           ? "--redis-key"
+                        : cfg->redis_password_file ? "--redis-password-file"
+                                                   : NULL;
+    if (given && !cfg->redis_url) {
+        snprintf(err, err_len, "%s: needs --redis-url", given);
+        return -1;
+    }
+    return 0;
+}
+
 pgw_config_result pgw_config_load(pgw_config *cfg, int argc, char **argv, char *err, size_t err_len)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -397,6 +427,8 @@ pgw_config_result pgw_config_load(pgw_config *cfg, int argc, char **argv, char *
     if (load_endpoint_override(cfg, err, err_len) != 0)
         goto fail;
     if (check_auth(cfg, err, err_len) != 0)
+        goto fail;
+    if (check_redis(cfg, err, err_len) != 0)
         goto fail;
     return PGW_CONFIG_OK;
 fail:

@@ -31,6 +31,10 @@ typedef struct pgw_config {
     char *redis_url; /* NULL: in-process cache only */
     int redis_timeout_ms;
     int redis_lease_ms; /* cross-replica coalescing: see cache/fleet.h */
+    char *redis_ca_file;       /* rediss://: CA bundle; NULL: the system's */
+    char *redis_cert;          /* rediss://: client certificate chain, with redis_key */
+    char *redis_key;           /* its private key */
+    char *redis_password_file; /* the password when the URL has none; re-read at reconnects */
     int cache_ttl_terminal_s;
     int cache_ttl_running_s;
     int cache_ttl_not_found_s;

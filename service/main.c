@@ -154,6 +154,22 @@ static void ttl_config_from_flags(const pgw_config *cfg, pgw_ttl_config *ttl)
     ttl->l1_ttl_ms = cfg->l1_ttl_ms;
 }
 
+/* Redis connection events: one log line per attempt (the detail names host and reason, never
+ * the password) and the connection counters. Runs on the loop thread. */
+static void on_redis_event(pgw_redis_event ev, const char *detail, void *arg)
+{
+    static const char *const kinds[] = {"connected", "connect", "tls", "auth", NULL};
+    if ((int)ev >= 0 && ev < PGW_REDIS_EVENT_DISCONNECTED && kinds[ev])
+        pgw_metrics_redis_connection(kinds[ev]);
+    if (ev == PGW_REDIS_EVENT_CONNECTED)
+        pgw_log(PGW_LOG_INFO, "redis connected", json_pack("{s:s}", "detail", detail));
+    else
+        pgw_log(PGW_LOG_WARN,
+                ev == PGW_REDIS_EVENT_DISCONNECTED ? "redis connection lost"
+                                                   : "redis connection attempt failed",
+                json_pack("{s:s, s:s}", "kind", pgw_redis_event_name(ev), "error", detail));
+}
+
 /* The in-process tier (unless --l1-max-entries 0) and, with --redis-url, the Redis tier. */
 static int build_cache(gateway *g, struct event_base *base, char *err, size_t err_len)
 {
@@ -187,6 +203,11 @@ static int build_cache(gateway *g, struct event_base *base, char *err, size_t er
         rcfg.on_message = pgw_fleet_on_message;
         rcfg.on_subscription = pgw_fleet_on_subscription;
         rcfg.message_ud = g->fleet;
+        rcfg.ca_file = g->cfg.redis_ca_file;
+        rcfg.cert_file = g->cfg.redis_cert;
+        rcfg.key_file = g->cfg.redis_key;
+        rcfg.password_file = g->cfg.redis_password_file;
+        rcfg.on_event = on_redis_event;
         g->redis = pgw_redis_tier_new(base, &rcfg, err, err_len);
         if (!g->redis)
             return -1;

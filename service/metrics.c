@@ -24,6 +24,8 @@ static const char *const OUTCOMES[] = {"ok",           "not_found", "client_erro
 #define N_OUTCOMES 8
 static const char *const REDIS_KINDS[] = {"timeout", "error", "breaker_open", "other"};
 #define N_REDIS_KINDS 4
+static const char *const REDIS_CONN_KINDS[] = {"connect", "tls", "auth", "connected", "other"};
+#define N_REDIS_CONN_KINDS 5
 static const char *const CRED_SOURCES[] = {"environment", "profile", "web_identity",
                                            "container",   "imds",    "process",
                                            "static",      "none",    "other"};
@@ -86,6 +88,7 @@ static struct registry {
     histogram upstream_duration;
     atomic_uint_fast64_t upstream_retries;
     atomic_uint_fast64_t redis_errors[N_REDIS_KINDS];
+    atomic_uint_fast64_t redis_conn[N_REDIS_CONN_KINDS];
     atomic_int breaker_state;
     atomic_int cred_source;              /* index into CRED_SOURCES, or -1 before the first set */
     atomic_uint_fast64_t cred_expiry_ms; /* epoch ms; 0 = does not expire */
@@ -140,6 +143,12 @@ void pgw_metrics_redis_error(const char *kind)
 {
     int k = label_index(REDIS_KINDS, N_REDIS_KINDS, kind);
     atomic_fetch_add_explicit(&reg.redis_errors[k], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_redis_connection(const char *kind)
+{
+    int k = label_index(REDIS_CONN_KINDS, N_REDIS_CONN_KINDS, kind);
+    atomic_fetch_add_explicit(&reg.redis_conn[k], 1, memory_order_relaxed);
 }
 
 void pgw_metrics_set_redis_breaker_state(int state)
@@ -311,6 +320,19 @@ char *pgw_metrics_render(void)
     header(out, "pgw_redis_errors_total", "counter", "Redis commands failed or skipped, by kind.");
     render_labelled(out, "pgw_redis_errors_total", "kind", REDIS_KINDS, N_REDIS_KINDS,
                     reg.redis_errors);
+
+    static const char *const conn_names[] = {
+        "pgw_redis_connect_failures_total", "pgw_redis_tls_failures_total",
+        "pgw_redis_auth_failures_total", "pgw_redis_connections_total"};
+    static const char *const conn_help[] = {
+        "Redis connection attempts that failed to connect (DNS, TCP, timeout, closed).",
+        "Redis connection attempts that failed TLS (handshake, certificate or host name).",
+        "Redis connection attempts refused at AUTH/SELECT/PING (password, ACL).",
+        "Redis connections that became ready."};
+    for (int i = 0; i < 4; i++) {
+        header(out, conn_names[i], "counter", conn_help[i]);
+        fprintf(out, "%s %llu\n", conn_names[i], (unsigned long long)load(&reg.redis_conn[i]));
+    }
 
     header(out, "pgw_redis_breaker_state", "gauge",
            "Redis circuit breaker: 0 closed, 1 open, 2 half-open.");

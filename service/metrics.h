@@ -47,6 +47,11 @@ void pgw_metrics_upstream_retry(void);
  * "error" or "breaker_open". */
 void pgw_metrics_redis_error(const char *kind);
 
+/* A Redis connection attempt failed or one became ready: pgw_redis_connect_failures_total,
+ * pgw_redis_tls_failures_total, pgw_redis_auth_failures_total, pgw_redis_connections_total.
+ * kind: "connect", "tls", "auth" or "connected". */
+void pgw_metrics_redis_connection(const char *kind);
+
 /* Sets the pgw_redis_breaker_state gauge: 0 closed, 1 open, 2 half-open. */
 void pgw_metrics_set_redis_breaker_state(int state);
 

@@ -321,13 +321,22 @@ class FakeAws:
 
 
 class RedisServer:
-    """A real redis-server on a loopback port, no persistence; stop()/start() keep the port."""
+    """A real redis-server on a loopback port, no persistence; stop()/start() keep the port.
 
-    def __init__(self, workdir, password=None, port=None):
+    tls: {"cert": path, "key": path, "ca": path, "auth_clients": bool} also serves TLS on
+    .tls_port (the plain .port stays, for the test's own checks)."""
+
+    def __init__(self, workdir, password=None, port=None, tls=None):
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.password = password
         self.port = port or free_port()
+        self.tls = tls
+        self.tls_port = None
+        if tls:
+            self.tls_port = free_port()
+            while self.tls_port == self.port:
+                self.tls_port = free_port()
         self.proc = None
         self.log_path = os.path.join(workdir, "redis-%d.log" % self.port)
         self.start()
@@ -348,6 +357,10 @@ class RedisServer:
         cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                "--save", "", "--appendonly", "no", "--dir", self.workdir,
                "--daemonize", "no", "--protected-mode", "yes"]
+        if self.tls:
+            cmd += ["--tls-port", str(self.tls_port), "--tls-cert-file", self.tls["cert"],
+                    "--tls-key-file", self.tls["key"], "--tls-ca-cert-file", self.tls["ca"],
+                    "--tls-auth-clients", "yes" if self.tls.get("auth_clients") else "no"]
         conf = None
         if self.password:
             # Through a config file on stdin, not argv, so the password is not in ps.

@@ -115,11 +115,19 @@ static void test_url_parsing(void)
     CHECK_STR(u.password, "s3cret");
     CHECK(u.port == 7000);
     CHECK(pgw_redis_url_parse("REDIS://h:65535/", &u, err, sizeof err) == 0 && u.port == 65535);
+    CHECK(!u.tls);
+    CHECK(pgw_redis_url_parse("rediss://pgw-user:pw@cache.example:6380/0", &u, err, sizeof err) ==
+          0);
+    CHECK(u.tls && u.port == 6380);
+    CHECK_STR(u.username, "pgw-user");
+    /* A user without a password parses (the password may come from a file)... */
+    CHECK(pgw_redis_url_parse("rediss://pgw-user@cache.example", &u, err, sizeof err) == 0);
+    CHECK_STR(u.username, "pgw-user");
+    CHECK(!u.password[0] && u.port == 6379);
 
     const char *bad[] = {
         "",
         "http://h:6379",
-        "rediss://h:6379",
         "redis://:6379",
         "redis://h:0",
         "redis://h:65536",
@@ -131,7 +139,8 @@ static void test_url_parsing(void)
         "redis://h:6379/01/2",
         "redis://h:6379/0?db=1",
         "redis://h:6379/0#frag",
-        "redis://onlyuser@h:6379",
+        "redis+tls://h:6379",
+        "redis://h:6379/0/",
         "h:6379",
         "redis://:hunter2-secret@h:6379/99",
     };
@@ -151,6 +160,38 @@ static void test_url_parsing(void)
     pgw_redis_tier_config c = test_config("redis://:hunter2-secret@h:6379/99");
     CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
     CHECK(strstr(err, "--redis-url") && !strstr(err, "hunter2"));
+    /* ...but the tier wants one from somewhere. */
+    c = test_config("rediss://pgw-user@127.0.0.1:1");
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-password-file") != NULL);
+    /* TLS files without TLS, half a client certificate, unreadable files: clear errors. */
+    c = test_config("redis://127.0.0.1:1");
+    c.ca_file = "/etc/hostname";
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-ca-file") && strstr(err, "rediss://"));
+    c = test_config("rediss://127.0.0.1:1");
+    c.cert_file = "/nonexistent/cert.pem";
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-key") != NULL);
+    c.key_file = "/nonexistent/key.pem";
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-cert") && strstr(err, "No such file"));
+    c = test_config("rediss://127.0.0.1:1");
+    c.ca_file = "/nonexistent/ca.pem";
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-ca-file") && strstr(err, "/nonexistent/ca.pem"));
+    c.ca_file = "/etc/hostname"; /* readable, not PEM */
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-ca-file") != NULL);
+    c = test_config("redis://127.0.0.1:1");
+    c.password_file = "/nonexistent/pw";
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-password-file") != NULL);
+    /* System CAs, no client certificate: fine (connecting happens later). */
+    c = test_config("rediss://127.0.0.1:1");
+    pgw_redis_tier *t = pgw_redis_tier_new(b, &c, err, sizeof err);
+    CHECK(t != NULL);
+    pgw_redis_tier_free(t);
     event_base_free(b);
 }
 
@@ -390,13 +431,22 @@ static void test_auth_server(int port)
     }
     pgw_redis_tier_free(tier);
 
-    /* No password at all against a server that wants one: GET fails with NOAUTH -> ERROR. */
+    /* No password at all against a server that wants one: the handshake's PING gets NOAUTH, so
+     * the tier never becomes ready, counts an AUTH failure, and GETs answer ERROR at once. */
     snprintf(url, sizeof url, "redis://localhost:%d", port); /* also exercises evdns */
     cfg = test_config(url);
     tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
-    CHECK(tier && wait_ready(tier, 3000));
-    g = do_get(tier, key);
-    CHECK(g.result == PGW_REDIS_ERROR);
+    CHECK(tier != NULL);
+    run_for(300);
+    if (tier) {
+        CHECK(!pgw_redis_tier_is_ready(tier));
+        CHECK(strstr(pgw_redis_tier_last_error(tier), "NOAUTH") != NULL);
+        pgw_redis_tier_stats st;
+        pgw_redis_tier_stats_get(tier, &st);
+        CHECK(st.auth_failures >= 1 && st.connects == 0);
+        g = do_get(tier, key);
+        CHECK(g.result == PGW_REDIS_ERROR);
+    }
     pgw_redis_tier_free(tier);
     if (db3)
         redisFree(db3);
