@@ -22,6 +22,7 @@
 #include "cache/redis_tier.h"
 #include "cache/singleflight.h"
 #include "personalize_gateway/v1/personalize_gateway.pb-c.h"
+#include "service/admission.h"
 #include "service/audit.h"
 #include "service/aws/arn.h"
 #include "service/aws/personalize.h"
@@ -43,6 +44,7 @@ struct pgw_lookup {
     pgw_policy *policy;
     pgw_rate_limit *rate_limit;
     pgw_audit *audit;
+    pgw_admission *admission;
     /* L1 is read by the gRPC threads too (pgw_lookup_answer_cached): every pgw_l1_* call
      * holds this. */
     pthread_mutex_t l1_mu;
@@ -83,6 +85,9 @@ typedef struct fetch {
     pgw_flight *flight;
     pgw_personalize_call *call;
     pgw_rate_limit_wait *token_wait; /* waiting for an upstream token (then call is NULL) */
+    pgw_admission_ticket *ticket;    /* waiting for an upstream slot (then call is NULL) */
+    int holds_slot;                  /* an upstream slot, given back in fetch_free */
+    int64_t slot_since_ms;
     pgw_arn parsed;
     int64_t deadline_ms;
     char arn[PGW_ARN_MAX_LEN + 1];
@@ -93,7 +98,8 @@ typedef struct fetch_outcome {
     const char *aws_error_code;
     const char *request_id;
     int64_t fetched_at_ms;
-    int upstream_limited; /* no upstream token in time */
+    int upstream_limited; /* no upstream token or slot in time */
+    const char *rejected; /* a bound refused the fetch: the pgw_rejected_total reason */
 } fetch_outcome;
 
 const char *pgw_cache_source_name(pgw_cache_source source)
@@ -133,6 +139,7 @@ pgw_lookup *pgw_lookup_new(const pgw_lookup_options *options)
     lk->policy = options->policy;
     lk->rate_limit = options->rate_limit;
     lk->audit = options->audit;
+    lk->admission = options->admission;
     pthread_mutex_init(&lk->l1_mu, NULL);
     lk->flights = pgw_singleflight_new();
     if (!lk->flights) {
@@ -158,6 +165,8 @@ void pgw_lookup_free(pgw_lookup *lk)
         lk->fetches = f->next;
         if (f->token_wait)
             pgw_rate_limit_upstream_cancel(lk->rate_limit, f->token_wait);
+        if (f->ticket)
+            pgw_admission_cancel(f->ticket);
         if (f->call)
             pgw_personalize_cancel(f->call);
         free(f);
@@ -294,6 +303,22 @@ static int answer_stale(pgw_lookup_req *req)
     return rc == 0;
 }
 
+/* Answers from the copy kept for stale-on-error when it is in fact still fresh by its TTL.
+ * Returns 1 if answered. */
+static int answer_fresh_copy(pgw_lookup_req *req)
+{
+    pgw_cache_entry e;
+    if (!req->stale || pgw_cache_entry_decode(req->stale, req->stale_len, &e) != 0 ||
+        !pgw_cache_entry_is_fresh(&e, pgw_now_wall_ms()))
+        return 0;
+    uint8_t *bytes = req->stale;
+    size_t len = req->stale_len;
+    req->stale = NULL; /* answer_from_entry frees req; keep the bytes alive through it */
+    int rc = answer_from_entry(req, bytes, len, PGW_SOURCE_L1);
+    free(bytes);
+    return rc == 0;
+}
+
 static void keep_stale(pgw_lookup_req *req, const uint8_t *bytes, size_t len)
 {
     if (req->no_cache) /* the caller asked for a fresh answer: stale would mislead */
@@ -379,9 +404,22 @@ static void cache_store(pgw_lookup *lk, const char *arn, const pgw_personalize_r
 
 /* --- upstream, coalesced --- */
 
-/* Unlinks a fetch from the lookup and frees it (not its upstream call). */
+/* The upstream bound's gauges, after any change. */
+static void admission_gauges(pgw_lookup *lk)
+{
+    pgw_admission_stats st;
+    pgw_admission_stats_get(lk->admission, &st);
+    pgw_metrics_set_upstream_admission(st.in_flight, st.queued);
+}
+
+/* Unlinks a fetch from the lookup and frees it (not its upstream call), giving back its
+ * upstream slot. */
 static void fetch_free(fetch *f)
 {
+    if (f->holds_slot) {
+        pgw_admission_release(f->lookup->admission, pgw_now_mono_ms() - f->slot_since_ms);
+        admission_gauges(f->lookup);
+    }
     if (f->prev)
         f->prev->next = f->next;
     else
@@ -433,6 +471,8 @@ static void on_flight_done(const pgw_flight_result *fr, void *user_data)
     if ((code == PGW_UNAVAILABLE || code == PGW_INTERNAL || code == PGW_DEADLINE_EXCEEDED) &&
         answer_stale(req))
         return;
+    if (out && out->rejected) /* counted per call refused, as the callers see it */
+        pgw_metrics_rejected(out->rejected);
     pgw_lookup_result r = {
         .code = code,
         .message = fr->message ? fr->message : pgw_code_name(code),
@@ -471,6 +511,69 @@ static void on_upstream_token(void *arg)
     start_fetch_call(f);
 }
 
+/* Fails a fetch that a bound refused: UNAVAILABLE (the upstream is saturated; stale answers
+ * still serve). */
+static void refuse_fetch(fetch *f, const char *reason, const char *message)
+{
+    fetch_outcome out = {.upstream_limited = 1, .rejected = reason};
+    pgw_flight_result fr = {.code = PGW_UNAVAILABLE, .message = message, .ctx = &out};
+    fetch_fail(f, &fr);
+}
+
+/* The global upstream bucket: only a real upstream call takes a token (never a hit). */
+static void take_token_and_call(fetch *f)
+{
+    pgw_lookup *lk = f->lookup;
+    switch (pgw_rate_limit_upstream_acquire(lk->rate_limit, pgw_now_mono_ms(), f->deadline_ms,
+                                            on_upstream_token, f, &f->token_wait)) {
+    case PGW_RATE_LIMIT_GRANTED:
+        start_fetch_call(f);
+        break;
+    case PGW_RATE_LIMIT_WAIT:
+        break;
+    case PGW_RATE_LIMIT_REJECTED: {
+        pgw_metrics_rate_limited("upstream");
+        fetch_outcome out = {.upstream_limited = 1};
+        pgw_flight_result fr = {
+            .code = PGW_UNAVAILABLE,
+            .message = "the gateway's upstream rate limit is exhausted: retry later",
+            .ctx = &out,
+        };
+        fetch_fail(f, &fr);
+        break;
+    }
+    }
+}
+
+#define SATURATED_MESSAGE                                                                          \
+    "the upstream is saturated (every upstream slot busy and the queue behind them full): "        \
+    "retry later"
+#define TOO_LATE_MESSAGE                                                                           \
+    "the upstream is saturated: the queued fetch could not finish before the deadline"
+
+/* pgw_admission's callback: the fetch's turn for an upstream slot came. */
+static void on_upstream_slot(int granted, void *arg)
+{
+    fetch *f = arg;
+    f->ticket = NULL;
+    if (!granted) {
+        admission_gauges(f->lookup);
+        refuse_fetch(f, "upstream_deadline", TOO_LATE_MESSAGE);
+        return;
+    }
+    f->holds_slot = 1;
+    f->slot_since_ms = pgw_now_mono_ms();
+    admission_gauges(f->lookup);
+    if (pgw_singleflight_waiters(f->flight) == 0) {
+        /* Every caller left while it queued: under saturation an upstream call nobody waits
+         * for is not worth its slot. */
+        pgw_flight_result fr = {.code = PGW_CANCELLED, .message = "every caller left"};
+        fetch_fail(f, &fr);
+        return;
+    }
+    take_token_and_call(f);
+}
+
 static void join_fetch(pgw_lookup_req *req)
 {
     pgw_lookup *lk = req->lookup;
@@ -500,25 +603,22 @@ static void join_fetch(pgw_lookup_req *req)
     if (f->next)
         f->next->prev = f;
     lk->fetches = f;
-    /* The global upstream bucket: only a real upstream call takes a token (never a hit). */
-    switch (pgw_rate_limit_upstream_acquire(lk->rate_limit, pgw_now_mono_ms(), f->deadline_ms,
-                                            on_upstream_token, f, &f->token_wait)) {
-    case PGW_RATE_LIMIT_GRANTED:
-        start_fetch_call(f);
-        break;
-    case PGW_RATE_LIMIT_WAIT:
-        break;
-    case PGW_RATE_LIMIT_REJECTED: {
-        pgw_metrics_rate_limited("upstream");
-        fetch_outcome out = {.upstream_limited = 1};
-        pgw_flight_result fr = {
-            .code = PGW_UNAVAILABLE,
-            .message = "the gateway's upstream rate limit is exhausted: retry later",
-            .ctx = &out,
-        };
-        fetch_fail(f, &fr);
-        break;
+    if (!lk->admission) {
+        take_token_and_call(f);
+        return;
     }
+    /* A slot first, so the upstream work in flight and queued stays bounded. The grant comes
+     * later from the loop (at the bulk priority), never inside this call. */
+    switch (pgw_admission_acquire(lk->admission, f->deadline_ms, on_upstream_slot, f, &f->ticket)) {
+    case PGW_ADMISSION_QUEUED:
+        admission_gauges(lk);
+        break;
+    case PGW_ADMISSION_QUEUE_FULL:
+        refuse_fetch(f, "upstream_queue_full", SATURATED_MESSAGE);
+        break;
+    case PGW_ADMISSION_TOO_LATE:
+        refuse_fetch(f, "upstream_deadline", TOO_LATE_MESSAGE);
+        break;
     }
 }
 
@@ -561,6 +661,12 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
     pgw_metrics_set_redis_breaker_state(rs.breaker == PGW_REDIS_BREAKER_CLOSED ? 0
                                         : rs.breaker == PGW_REDIS_BREAKER_OPEN ? 1
                                                                                : 2);
+    /* Redis failed (down, slow, its breaker open) but L1 holds a copy that is past its short
+     * L1 time yet still fresh by its own TTL: as good as what Redis would have answered, and
+     * a cached ARN must not turn into an upstream call because Redis hiccuped (under a burst
+     * of misses that call waits behind all of them). */
+    if (result == PGW_REDIS_ERROR && answer_fresh_copy(req))
+        return;
     /* A fetch for this ARN may have completed while the GET was out: its answer is in L1 now,
      * and a new fetch would cost AWS a second call for one stampede. */
     if (!req->no_cache && try_l1(req, 0))
