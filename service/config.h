@@ -24,6 +24,10 @@ typedef struct pgw_config {
     int upstream_timeout_ms; /* per attempt, further bounded by the caller's deadline */
     int upstream_connect_timeout_ms;
     int upstream_max_attempts;
+    int upstream_max_in_flight;   /* concurrent upstream fetches */
+    int upstream_max_queued;      /* fetches waiting for one of those slots */
+    int upstream_max_connections; /* connection pool bound per upstream host */
+    int max_concurrent_calls;     /* calls waiting on the loop, all frontends */
     char *upstream_ca_file; /* extra CA bundle for https endpoints, or NULL for the system's */
     int credentials_refresh_window_s; /* refresh temporary credentials this long ahead */
 

@@ -15,11 +15,11 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "personalize_gateway/v1/personalize_gateway.pb-c.h"
 #include "service/audit.h"
+#include "service/call_limit.h"
 #include "service/clock.h"
 #include "service/health.h"
 #include "service/identity.h"
 #include "service/log.h"
-#include "service/metrics.h"
 #include "service/metrics.h"
 
 #define SERVICE_NAME    "personalize_gateway.v1.PersonalizeGateway"
@@ -77,6 +77,7 @@ struct rpc {
     /* the caller, taken on the CQ thread from its certificate or the trusted header */
     char identity[PGW_IDENTITY_MAX_LEN + 1];
     int has_identity;
+    int holds_call_place; /* a --max-concurrent-calls place, given back by account() */
 
     /* what the answer batch references, released when the rpc is freed */
     grpc_byte_buffer *response;
@@ -272,6 +273,10 @@ static void account(rpc *r, pgw_code code)
 {
     pgw_metrics_request("grpc", code, (double)(pgw_now_mono_us() - r->started_us) / 1e6);
     pgw_metrics_in_flight("grpc", -1);
+    if (r->holds_call_place) {
+        r->holds_call_place = 0;
+        pgw_call_limit_leave(r->server->options.call_limit);
+    }
 }
 
 /* Answers a describe call that never reached lookup. */
@@ -442,6 +447,30 @@ static void refuse_unauthenticated(rpc *r)
                : "this gateway requires a caller identity");
 }
 
+/* Answers RESOURCE_EXHAUSTED: the gateway holds --max-concurrent-calls calls already. */
+static void refuse_over_limit(rpc *r)
+{
+    pgw_metrics_rejected("max_concurrent_calls");
+    if (r->server->options.audit) {
+        pgw_audit_record rec = {
+            .frontend = "grpc",
+            .identity = r->has_identity ? r->identity : NULL,
+            .arn = r->arn,
+            .arn_len = r->arn_len,
+            .decision = PGW_AUDIT_RATE_LIMITED,
+            .code = PGW_RESOURCE_EXHAUSTED,
+            .latency_us = pgw_now_mono_us() - r->started_us,
+        };
+        pgw_audit_log(r->server->options.audit, &rec);
+    }
+    char message[160];
+    snprintf(message, sizeof(message),
+             "the gateway is serving its maximum of %d concurrent calls "
+             "(--max-concurrent-calls): retry later",
+             pgw_call_limit_max(r->server->options.call_limit));
+    reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, message);
+}
+
 static void on_new_describe(rpc *r)
 {
     pgw_grpc_server *s = r->server;
@@ -486,6 +515,13 @@ static void on_new_describe(rpc *r)
         rpc_unref(r);
         return;
     }
+    /* The gateway's own bound on calls waiting on the loop: past it, refuse at once. */
+    if (!pgw_call_limit_enter(s->options.call_limit)) {
+        refuse_over_limit(r);
+        rpc_unref(r);
+        return;
+    }
+    r->holds_call_place = s->options.call_limit != NULL;
     /* The lookup goes to the loop and may take a while: watch for the caller going away. */
     if (watch_close(r) != 0) {
         account(r, PGW_CANCELLED);

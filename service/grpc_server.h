@@ -10,6 +10,7 @@
 #include "service/lookup.h"
 
 struct pgw_audit;
+struct pgw_call_limit;
 typedef struct pgw_grpc_server pgw_grpc_server;
 
 typedef struct pgw_grpc_server_options {
@@ -28,6 +29,9 @@ typedef struct pgw_grpc_server_options {
     const char *identity_header;    /* plain text: trusted header with the identity, or NULL */
     int require_identity;           /* no identity -> UNAUTHENTICATED before any lookup */
     struct pgw_audit *audit;        /* borrowed; NULL: no audit lines for refused calls */
+    /* borrowed; --max-concurrent-calls, taken by every call that goes to the loop (not by
+     * fresh L1 hits); NULL: no bound */
+    struct pgw_call_limit *call_limit;
 } pgw_grpc_server_options;
 
 /* Creates the server and binds its port (call after grpc_init), reading the TLS files if set.

@@ -19,6 +19,7 @@
 
 #include "personalize_gateway/v1/personalize_gateway.pb-c.h"
 #include "service/aws/job_json.h"
+#include "service/call_limit.h"
 #include "service/clock.h"
 #include "service/identity.h"
 #include "service/health.h"
@@ -58,8 +59,9 @@ typedef struct http_call {
     struct event *close_watch; /* EV_CLOSED on the socket: evhttp stops reading meanwhile */
     pgw_lookup_req *lookup;
     route route;
-    int starting; /* inside pgw_lookup_start: the callback must not free the call */
-    int finished; /* answered or abandoned */
+    int starting;         /* inside pgw_lookup_start: the callback must not free the call */
+    int finished;         /* answered or abandoned */
+    int holds_call_place; /* a --max-concurrent-calls place, given back by call_finish */
     int64_t started_ms;
 } http_call;
 
@@ -226,6 +228,10 @@ static void call_finish(http_call *c, pgw_code code)
     pgw_metrics_request(frontend_name(c->route), code, seconds);
     pgw_metrics_in_flight(frontend_name(c->route), -1);
     atomic_fetch_sub(&c->server->in_flight, 1);
+    if (c->holds_call_place) {
+        c->holds_call_place = 0;
+        pgw_call_limit_leave(c->server->options.call_limit);
+    }
 }
 
 /* The peer closed its end while its call waited for lookup (evhttp does not read then, so it
@@ -400,6 +406,24 @@ static void start_call(pgw_http_server *s, struct evhttp_request *req, route r, 
         .no_cache = wants_no_cache(req),
         .frontend = "http",
     };
+    if (!pgw_call_limit_enter(s->options.call_limit)) {
+        /* The gateway's own bound: a fresh L1 hit holds nothing and is still answered; any
+         * other call is refused at once. */
+        c->starting = 1;
+        if (!pgw_lookup_answer_cached(s->options.lookup, &p, on_lookup_done, c)) {
+            pgw_metrics_rejected("max_concurrent_calls");
+            char message[160];
+            snprintf(message, sizeof(message),
+                     "the gateway is serving its maximum of %d concurrent calls "
+                     "(--max-concurrent-calls): retry later",
+                     pgw_call_limit_max(s->options.call_limit));
+            pgw_lookup_result refused = {.code = PGW_RESOURCE_EXHAUSTED, .message = message};
+            on_lookup_done(&refused, c);
+        }
+        free(c);
+        return;
+    }
+    c->holds_call_place = s->options.call_limit != NULL;
     c->starting = 1;
     pgw_lookup_req *handle = pgw_lookup_start(s->options.lookup, &p, on_lookup_done, c);
     c->starting = 0;

@@ -16,6 +16,7 @@
 #include "service/loop.h"
 
 typedef struct pgw_http_server pgw_http_server;
+struct pgw_call_limit;
 
 typedef struct pgw_http_server_options {
     const char *addr; /* host:port to listen on ("127.0.0.1:0" picks a free port) */
@@ -31,6 +32,10 @@ typedef struct pgw_http_server_options {
      * sidecar that sets it and strips any copy the client sent. */
     const char *identity_header;
     int require_identity; /* a call without a verifiable identity gets UNAUTHENTICATED */
+    /* borrowed; --max-concurrent-calls, shared with the gRPC port; NULL: no bound. A call
+     * over it gets 429 (REST) or ThrottlingException (POST /), unless a fresh L1 hit answers
+     * it at once. */
+    struct pgw_call_limit *call_limit;
 } pgw_http_server_options;
 
 /* Creates the server and binds its listener. Call before pgw_loop_start() or on the loop

@@ -24,6 +24,7 @@
 #include "cache/singleflight.h"
 #include "personalize_gateway/v1/personalize_gateway.pb-c.h"
 #include "service/audit.h"
+#include "service/admission.h"
 #include "service/aws/arn.h"
 #include "service/aws/personalize.h"
 #include "service/clock.h"
@@ -41,6 +42,7 @@ struct pgw_lookup {
     pgw_l1 *l1;
     pgw_redis_tier *redis;
     pgw_fleet *fleet;
+    pgw_admission *admission;
     pgw_ttl_config ttl;
     pgw_policy *policy;
     pgw_rate_limit *rate_limit;
@@ -88,8 +90,11 @@ typedef struct fetch {
     pgw_personalize_call *call;
     pgw_rate_limit_wait *token_wait; /* waiting for an upstream token (then call is NULL) */
     pgw_fleet_wait *fleet_wait;      /* waiting for another replica's fetch (ditto) */
-    struct event *fleet_deadline;    /* bounds that wait by the fetch's deadline */
-    int holds_lease;                 /* we fetch for the fleet: publish the outcome */
+    pgw_admission_ticket *ticket;    /* waiting for an upstream slot (ditto) */
+    int holds_slot;                  /* an upstream slot, given back in fetch_free */
+    int64_t slot_since_ms;
+    struct event *fleet_deadline; /* bounds that wait by the fetch's deadline */
+    int holds_lease;              /* we fetch for the fleet: publish the outcome */
     pgw_arn parsed;
     int64_t deadline_ms;
     char arn[PGW_ARN_MAX_LEN + 1];
@@ -100,7 +105,8 @@ typedef struct fetch_outcome {
     const char *aws_error_code;
     const char *request_id;
     int64_t fetched_at_ms;
-    int upstream_limited;    /* no upstream token in time */
+    int upstream_limited;    /* no upstream token or slot in time */
+    const char *rejected;    /* a bound refused the fetch: the pgw_rejected_total reason */
     pgw_cache_source source; /* OK answers: UPSTREAM, or REDIS when another replica fetched */
     int64_t age_s;
 } fetch_outcome;
@@ -139,6 +145,7 @@ pgw_lookup *pgw_lookup_new(const pgw_lookup_options *options)
     lk->l1 = options->l1;
     lk->redis = options->redis;
     lk->fleet = options->redis ? options->fleet : NULL;
+    lk->admission = options->admission;
     lk->ttl = options->ttl;
     lk->policy = options->policy;
     lk->rate_limit = options->rate_limit;
@@ -168,6 +175,8 @@ void pgw_lookup_free(pgw_lookup *lk)
         lk->fetches = f->next;
         if (f->token_wait)
             pgw_rate_limit_upstream_cancel(lk->rate_limit, f->token_wait);
+        if (f->ticket)
+            pgw_admission_cancel(f->ticket);
         if (f->call)
             pgw_personalize_cancel(f->call);
         pgw_fleet_cancel(f->fleet_wait);
@@ -288,6 +297,22 @@ static int answer_from_entry(pgw_lookup_req *req, const uint8_t *bytes, size_t l
     return 0;
 }
 
+/* Answers from the copy kept for stale-on-error when it is in fact still fresh by its TTL.
+ * Returns 1 if answered. */
+static int answer_fresh_copy(pgw_lookup_req *req)
+{
+    pgw_cache_entry e;
+    if (!req->stale || pgw_cache_entry_decode(req->stale, req->stale_len, &e) != 0 ||
+        !pgw_cache_entry_is_fresh(&e, pgw_now_wall_ms()))
+        return 0;
+    uint8_t *bytes = req->stale;
+    size_t len = req->stale_len;
+    req->stale = NULL; /* answer_from_entry frees req; keep the bytes alive through it */
+    int rc = answer_from_entry(req, bytes, len, PGW_SOURCE_L1);
+    free(bytes);
+    return rc == 0;
+}
+
 /* Serves the stale copy a failed fetch left us with, if any. Returns 1 if answered. */
 static int answer_stale(pgw_lookup_req *req)
 {
@@ -398,9 +423,22 @@ static int cache_store(pgw_lookup *lk, const char *arn, const pgw_personalize_re
 
 /* --- upstream, coalesced --- */
 
-/* Unlinks a fetch from the lookup and frees it (not its upstream call). */
+/* The upstream bound's gauges, after any change. */
+static void admission_gauges(pgw_lookup *lk)
+{
+    pgw_admission_stats st;
+    pgw_admission_stats_get(lk->admission, &st);
+    pgw_metrics_set_upstream_admission(st.in_flight, st.queued);
+}
+
+/* Unlinks a fetch from the lookup and frees it (not its upstream call), giving back its
+ * upstream slot. */
 static void fetch_free(fetch *f)
 {
+    if (f->holds_slot) {
+        pgw_admission_release(f->lookup->admission, pgw_now_mono_ms() - f->slot_since_ms);
+        admission_gauges(f->lookup);
+    }
     if (f->prev)
         f->prev->next = f->next;
     else
@@ -458,6 +496,8 @@ static void on_flight_done(const pgw_flight_result *fr, void *user_data)
     if ((code == PGW_UNAVAILABLE || code == PGW_INTERNAL || code == PGW_DEADLINE_EXCEEDED) &&
         answer_stale(req))
         return;
+    if (out && out->rejected) /* counted per call refused, as the callers see it */
+        pgw_metrics_rejected(out->rejected);
     pgw_lookup_result r = {
         .code = code,
         .message = fr->message ? fr->message : pgw_code_name(code),
@@ -502,9 +542,17 @@ static void on_upstream_token(void *arg)
     start_fetch_call(f);
 }
 
-/* The upstream call, within the global upstream rate limit: only a real upstream call takes
- * a token (never a hit). */
-static void fetch_admit(fetch *f)
+/* Fails a fetch that a bound refused: UNAVAILABLE (the upstream is saturated; stale answers
+ * still serve). */
+static void refuse_fetch(fetch *f, const char *reason, const char *message)
+{
+    fetch_outcome out = {.upstream_limited = 1, .rejected = reason};
+    pgw_flight_result fr = {.code = PGW_UNAVAILABLE, .message = message, .ctx = &out};
+    fetch_end(f, &fr);
+}
+
+/* The global upstream bucket: only a real upstream call takes a token (never a hit). */
+static void take_token_and_call(fetch *f)
 {
     pgw_lookup *lk = f->lookup;
     switch (pgw_rate_limit_upstream_acquire(lk->rate_limit, pgw_now_mono_ms(), f->deadline_ms,
@@ -525,6 +573,58 @@ static void fetch_admit(fetch *f)
         fetch_end(f, &fr);
         break;
     }
+    }
+}
+
+#define SATURATED_MESSAGE                                                                          \
+    "the upstream is saturated (every upstream slot busy and the queue behind them full): "        \
+    "retry later"
+#define TOO_LATE_MESSAGE                                                                           \
+    "the upstream is saturated: the queued fetch could not finish before the deadline"
+
+/* pgw_admission's callback: the fetch's turn for an upstream slot came. */
+static void on_upstream_slot(int granted, void *arg)
+{
+    fetch *f = arg;
+    f->ticket = NULL;
+    if (!granted) {
+        admission_gauges(f->lookup);
+        refuse_fetch(f, "upstream_deadline", TOO_LATE_MESSAGE);
+        return;
+    }
+    f->holds_slot = 1;
+    f->slot_since_ms = pgw_now_mono_ms();
+    admission_gauges(f->lookup);
+    if (pgw_singleflight_waiters(f->flight) == 0 && !f->holds_lease) {
+        /* Every caller left while it queued: under saturation an upstream call nobody waits
+         * for is not worth its slot (unless other replicas wait for it: the lease). */
+        pgw_flight_result fr = {.code = PGW_CANCELLED, .message = "every caller left"};
+        fetch_end(f, &fr);
+        return;
+    }
+    take_token_and_call(f);
+}
+
+/* This replica fetches: an upstream slot first, so the upstream work in flight and queued
+ * stays bounded (the grant comes later from the loop, at the bulk priority, never inside this
+ * call), then a token of the upstream rate limit, then the call. */
+static void fetch_admit(fetch *f)
+{
+    pgw_lookup *lk = f->lookup;
+    if (!lk->admission) {
+        take_token_and_call(f);
+        return;
+    }
+    switch (pgw_admission_acquire(lk->admission, f->deadline_ms, on_upstream_slot, f, &f->ticket)) {
+    case PGW_ADMISSION_QUEUED:
+        admission_gauges(lk);
+        break;
+    case PGW_ADMISSION_QUEUE_FULL:
+        refuse_fetch(f, "upstream_queue_full", SATURATED_MESSAGE);
+        break;
+    case PGW_ADMISSION_TOO_LATE:
+        refuse_fetch(f, "upstream_deadline", TOO_LATE_MESSAGE);
+        break;
     }
 }
 
@@ -690,6 +790,12 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
     pgw_metrics_set_redis_breaker_state(rs.breaker == PGW_REDIS_BREAKER_CLOSED ? 0
                                         : rs.breaker == PGW_REDIS_BREAKER_OPEN ? 1
                                                                                : 2);
+    /* Redis failed (down, slow, its breaker open) but L1 holds a copy that is past its short
+     * L1 time yet still fresh by its own TTL: as good as what Redis would have answered, and
+     * a cached ARN must not turn into an upstream call because Redis hiccuped (under a burst
+     * of misses that call waits behind all of them). */
+    if (result == PGW_REDIS_ERROR && answer_fresh_copy(req))
+        return;
     /* A fetch for this ARN may have completed while the GET was out: its answer is in L1 now,
      * and a new fetch would cost AWS a second call for one stampede. */
     if (!req->no_cache && try_l1(req, 0))

@@ -5,6 +5,12 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+/* Posted tasks run at most this many per wake-up; then I/O that became ready meanwhile (a
+ * Redis reply a cache hit waits for) gets its turn before the next batch. */
+#define TASKS_PER_BATCH 64
+/* libevent looks for new I/O after this many bulk-priority callbacks in a row. */
+#define BULK_CALLBACKS_PER_CHECK 8
+
 /* A posted task. Tasks form a FIFO under the loop's mutex. */
 typedef struct loop_task {
     pgw_loop_fn fn;
@@ -20,35 +26,36 @@ struct pgw_loop {
 
     pthread_mutex_t mu;
     loop_task *head, *tail;
-    int accepting; /* cleared by pgw_loop_stop */
+    loop_task *batch; /* loop thread only: taken from the FIFO, not yet run */
+    int accepting;    /* cleared by pgw_loop_stop */
     int stopping;
 };
 
 static void run_posted(evutil_socket_t fd, short what, void *arg)
 {
     pgw_loop *loop = arg;
-    pthread_mutex_lock(&loop->mu);
-    loop_task *task = loop->head;
-    loop->head = loop->tail = NULL;
-    int stopping = loop->stopping;
-    pthread_mutex_unlock(&loop->mu);
-
-    while (task) {
-        loop_task *next = task->next;
+    if (!loop->batch) {
+        pthread_mutex_lock(&loop->mu);
+        loop->batch = loop->head;
+        loop->head = loop->tail = NULL;
+        pthread_mutex_unlock(&loop->mu);
+    }
+    for (int n = 0; loop->batch && n < TASKS_PER_BATCH; n++) {
+        loop_task *task = loop->batch;
+        loop->batch = task->next;
         task->fn(task->arg);
         free(task);
-        task = next;
     }
-    if (stopping) {
-        /* A task run above may have posted more: run those before leaving. */
-        pthread_mutex_lock(&loop->mu);
-        int more = loop->head != NULL;
-        pthread_mutex_unlock(&loop->mu);
-        if (more)
-            event_active(loop->wakeup, 0, 0);
-        else
-            event_base_loopbreak(loop->base);
-    }
+    pthread_mutex_lock(&loop->mu);
+    int more = loop->batch != NULL || loop->head != NULL;
+    int stopping = loop->stopping;
+    pthread_mutex_unlock(&loop->mu);
+    /* Left-overs (of this batch, or posted while it ran) run on the next turn, after the
+     * I/O that is ready now. */
+    if (more)
+        event_active(loop->wakeup, 0, 0);
+    else if (stopping)
+        event_base_loopbreak(loop->base);
 }
 
 pgw_loop *pgw_loop_new(void)
@@ -60,7 +67,19 @@ pgw_loop *pgw_loop_new(void)
     if (!loop)
         return NULL;
     pthread_mutex_init(&loop->mu, NULL);
-    loop->base = event_base_new();
+    struct event_config *cfg = event_config_new();
+    if (cfg) {
+        event_config_set_max_dispatch_interval(cfg, NULL, BULK_CALLBACKS_PER_CHECK,
+                                               PGW_LOOP_PRIORITY_BULK);
+        loop->base = event_base_new_with_config(cfg);
+        event_config_free(cfg);
+    }
+    /* Three levels: 0 (unused, for anything that must beat the default later), the default,
+     * and bulk. */
+    if (loop->base && event_base_priority_init(loop->base, 3) != 0) {
+        event_base_free(loop->base);
+        loop->base = NULL;
+    }
     if (loop->base)
         loop->wakeup = event_new(loop->base, -1, EV_PERSIST, run_posted, loop);
     if (!loop->base || !loop->wakeup) {
@@ -138,7 +157,13 @@ void pgw_loop_free(pgw_loop *loop)
 {
     if (!loop)
         return;
-    loop_task *task = loop->head;
+    loop_task *task = loop->batch;
+    while (task) {
+        loop_task *next = task->next;
+        free(task);
+        task = next;
+    }
+    task = loop->head;
     while (task) {
         loop_task *next = task->next;
         free(task);

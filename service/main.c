@@ -13,11 +13,13 @@
 #include "cache/fleet.h"
 #include "cache/redis_tier.h"
 #include "cache/ttl.h"
+#include "service/admission.h"
 #include "service/audit.h"
 #include "service/aws/credentials.h"
 #include "service/aws/credentials_chain.h"
 #include "service/aws/http_client.h"
 #include "service/aws/personalize.h"
+#include "service/call_limit.h"
 #include "service/clock.h"
 #include "service/config.h"
 #include "service/grpc_server.h"
@@ -47,6 +49,8 @@ typedef struct gateway {
     pgw_policy *policy;           /* NULL: no --policy-file (every caller may read all) */
     pgw_rate_limit *rate_limit;   /* always set; limits off unless configured */
     pgw_audit *audit;             /* NULL: audit log off */
+    pgw_admission *admission;     /* --upstream-max-in-flight / --upstream-max-queued */
+    pgw_call_limit *call_limit;   /* --max-concurrent-calls, shared by both frontends */
 } gateway;
 
 static void on_policy_reload(int rc, const char *err, void *arg)
@@ -228,6 +232,9 @@ static int build(gateway *g, char *err, size_t err_len)
         .connect_timeout_ms = g->cfg.upstream_connect_timeout_ms,
         .ca_file = g->cfg.upstream_ca_file,
         .max_body_bytes = 1 << 20,
+        .max_host_connections = g->cfg.upstream_max_connections,
+        /* Transfers (a burst of misses) yield to cache hits' work on the loop. */
+        .event_priority = PGW_LOOP_PRIORITY_BULK,
     };
     g->http = pgw_http_client_new(base, &hopts);
     g->credentials = g->http ? make_credentials(g, base) : NULL;
@@ -246,6 +253,17 @@ static int build(gateway *g, char *err, size_t err_len)
         return -1;
     if (build_auth(g, base, err, err_len) != 0)
         return -1;
+    pgw_admission_options aopts = {
+        .max_in_flight = g->cfg.upstream_max_in_flight,
+        .max_queued = g->cfg.upstream_max_queued,
+        .event_priority = PGW_LOOP_PRIORITY_BULK,
+    };
+    g->admission = pgw_admission_new(base, &aopts);
+    g->call_limit = pgw_call_limit_new(g->cfg.max_concurrent_calls);
+    if (!g->admission || !g->call_limit) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
     pgw_lookup_options lopts = {
         .base = base,
         .personalize = g->personalize,
@@ -255,6 +273,7 @@ static int build(gateway *g, char *err, size_t err_len)
         .policy = g->policy,
         .rate_limit = g->rate_limit,
         .audit = g->audit,
+        .admission = g->admission,
     };
     ttl_config_from_flags(&g->cfg, &lopts.ttl);
     g->lookup = pgw_lookup_new(&lopts);
@@ -273,6 +292,7 @@ static int build(gateway *g, char *err, size_t err_len)
             .request_timeout_ms = g->cfg.http_request_timeout_ms,
             .identity_header = g->cfg.identity_header,
             .require_identity = g->cfg.require_identity,
+            .call_limit = g->call_limit,
         };
         g->http_server = pgw_http_server_new(&wopts, err, err_len);
         if (!g->http_server)
@@ -290,6 +310,7 @@ static int build(gateway *g, char *err, size_t err_len)
         .identity_header = g->cfg.identity_header,
         .require_identity = g->cfg.require_identity,
         .audit = g->audit,
+        .call_limit = g->call_limit,
     };
     g->grpc = pgw_grpc_server_new(&gopts, err, err_len);
     return g->grpc ? 0 : -1;
@@ -303,6 +324,8 @@ static void release_loop_parts(void *arg)
     pgw_http_server_free(g->http_server);
     g->http_server = NULL;
     pgw_lookup_free(g->lookup);
+    pgw_admission_free(g->admission); /* after lookup, which holds tickets */
+    g->admission = NULL;
     pgw_policy_free(g->policy);         /* after lookup, which checks it */
     pgw_rate_limit_free(g->rate_limit); /* after lookup, which waits on it */
     g->policy = NULL;
@@ -335,6 +358,8 @@ static void teardown(gateway *g)
     }
     pgw_audit_free(g->audit); /* last: every frontend and lookup that wrote to it is gone */
     g->audit = NULL;
+    pgw_call_limit_free(g->call_limit);
+    g->call_limit = NULL;
 }
 
 int main(int argc, char **argv)

@@ -36,6 +36,11 @@ static const char *const DECISIONS[] = {"allow", "deny", "unauthenticated", "oth
 #define N_DECISIONS 4
 static const char *const LEASE_OUTCOMES[] = {"won", "waited", "taken_over", "fallback", "other"};
 #define N_LEASE_OUTCOMES 5
+static const char *const PROTOCOLS[] = {"http/1.1", "h2", "other"};
+#define N_PROTOCOLS 3
+static const char *const REJECT_REASONS[] = {"upstream_queue_full", "upstream_deadline",
+                                             "max_concurrent_calls", "other"};
+#define N_REJECT_REASONS 4
 
 /* Code values are the canonical RPC codes, 0..16. */
 #define N_CODES 17
@@ -95,6 +100,11 @@ static struct registry {
     atomic_uint_fast64_t rate_limited[N_SCOPES];
     atomic_uint_fast64_t auth[N_DECISIONS];
     atomic_uint_fast64_t fleet_leases[N_LEASE_OUTCOMES];
+    /* upstream bounds and connection pool */
+    atomic_uint_fast64_t upstream_connections;
+    atomic_uint_fast64_t upstream_protocol[N_PROTOCOLS];
+    atomic_int_fast64_t upstream_admitted, upstream_queued;
+    atomic_uint_fast64_t rejected[N_REJECT_REASONS];
 } reg = {.cred_source = -1};
 
 void pgw_metrics_request(const char *frontend, pgw_code code, double seconds)
@@ -179,6 +189,30 @@ void pgw_metrics_auth_decision(const char *decision)
 {
     int d = label_index(DECISIONS, N_DECISIONS, decision);
     atomic_fetch_add_explicit(&reg.auth[d], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_upstream_transfer(int http_version, int new_connections)
+{
+    if (new_connections > 0)
+        atomic_fetch_add_explicit(&reg.upstream_connections, (uint_fast64_t)new_connections,
+                                  memory_order_relaxed);
+    if (http_version > 0)
+        atomic_fetch_add_explicit(&reg.upstream_protocol[http_version == 2   ? 1
+                                                         : http_version == 1 ? 0
+                                                                             : 2],
+                                  1, memory_order_relaxed);
+}
+
+void pgw_metrics_set_upstream_admission(int64_t in_flight, int64_t queued)
+{
+    atomic_store_explicit(&reg.upstream_admitted, in_flight, memory_order_relaxed);
+    atomic_store_explicit(&reg.upstream_queued, queued, memory_order_relaxed);
+}
+
+void pgw_metrics_rejected(const char *reason)
+{
+    int r = label_index(REJECT_REASONS, N_REJECT_REASONS, reason);
+    atomic_fetch_add_explicit(&reg.rejected[r], 1, memory_order_relaxed);
 }
 
 void pgw_metrics_reset(void)
@@ -360,6 +394,27 @@ char *pgw_metrics_render(void)
 
     header(out, "pgw_auth_decisions_total", "counter", "Authorization decisions, by decision.");
     render_labelled(out, "pgw_auth_decisions_total", "decision", DECISIONS, N_DECISIONS, reg.auth);
+
+    header(out, "pgw_upstream_fetches_in_flight", "gauge",
+           "Upstream fetches running now (bounded by --upstream-max-in-flight).");
+    fprintf(out, "pgw_upstream_fetches_in_flight %lld\n",
+            (long long)atomic_load_explicit(&reg.upstream_admitted, memory_order_relaxed));
+    header(out, "pgw_upstream_fetches_queued", "gauge",
+           "Upstream fetches waiting for a slot (bounded by --upstream-max-queued).");
+    fprintf(out, "pgw_upstream_fetches_queued %lld\n",
+            (long long)atomic_load_explicit(&reg.upstream_queued, memory_order_relaxed));
+    header(out, "pgw_rejected_total", "counter",
+           "Calls refused fast because a bound was reached, by reason.");
+    render_labelled(out, "pgw_rejected_total", "reason", REJECT_REASONS, N_REJECT_REASONS,
+                    reg.rejected);
+    header(out, "pgw_upstream_connections_opened_total", "counter",
+           "Upstream connections opened (the rest of the transfers reused pooled ones).");
+    fprintf(out, "pgw_upstream_connections_opened_total %llu\n",
+            (unsigned long long)load(&reg.upstream_connections));
+    header(out, "pgw_upstream_responses_by_protocol_total", "counter",
+           "Upstream answers, by HTTP protocol version (h2 when the endpoint offered it).");
+    render_labelled(out, "pgw_upstream_responses_by_protocol_total", "protocol", PROTOCOLS,
+                    N_PROTOCOLS, reg.upstream_protocol);
 
     if (fclose(out) != 0) {
         free(buf);

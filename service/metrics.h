@@ -74,6 +74,22 @@ void pgw_metrics_rate_limited(const char *scope);
  * or "unauthenticated". */
 void pgw_metrics_auth_decision(const char *decision);
 
+/* One upstream transfer ended: pgw_upstream_connections_opened_total += new_connections
+ * (0 when it reused a pooled connection) and, when an answer came,
+ * pgw_upstream_responses_by_protocol_total{protocol="http/1.1"|"h2"}. http_version: 1, 2,
+ * or 0 (no answer). */
+void pgw_metrics_upstream_transfer(int http_version, int new_connections);
+
+/* Upstream fetch admission (service/admission.h): the pgw_upstream_fetches_in_flight and
+ * pgw_upstream_fetches_queued gauges. */
+void pgw_metrics_set_upstream_admission(int64_t in_flight, int64_t queued);
+
+/* A call refused fast by a bound: pgw_rejected_total{reason}. reason: "upstream_queue_full"
+ * (UNAVAILABLE: the upstream fetch queue is full), "upstream_deadline" (UNAVAILABLE: the
+ * caller's deadline leaves no time for the queued fetch), "max_concurrent_calls"
+ * (RESOURCE_EXHAUSTED: the gateway's own bound). */
+void pgw_metrics_rejected(const char *reason);
+
 /* Renders every metric, with HELP and TYPE lines, in the Prometheus text exposition format
  * (PGW_METRICS_CONTENT_TYPE). Returns a malloc'd NUL-terminated string the caller frees with
  * free(), or NULL if out of memory. Values read concurrently with updates are each exact, but
