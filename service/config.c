@@ -100,6 +100,12 @@ static const opt_def options[] = {
     INT_OPT(l1_max_bytes, "67108864", 0, INT_MAX, "in-process cache size bound in bytes"),
     INT_OPT(l1_ttl_ms, "1000", 0, 3600000,
             "in-process cache TTL when Redis is configured (without Redis the status TTLs apply)"),
+    INT_OPT(watch_poll_interval_s, NULL, 1, 86400,
+            "how often a watched job is polled, once for the whole fleet (unset: "
+            "--cache-ttl-running-s)"),
+    INT_OPT(watch_max_streams, "10000", 0, 1000000,
+            "watch streams open at once (gRPC and SSE); past it a new one gets "
+            "RESOURCE_EXHAUSTED"),
     STR_OPT(tls_cert, OPT_STRING, NULL,
             "PEM certificate chain: serve gRPC over TLS (with --tls-key)"),
     STR_OPT(tls_key, OPT_STRING, NULL, "PEM private key of --tls-cert"),
@@ -438,6 +444,8 @@ pgw_config_result pgw_config_load(pgw_config *cfg, int argc, char **argv, char *
         goto fail;
     if (check_redis(cfg, err, err_len) != 0)
         goto fail;
+    if (cfg->watch_poll_interval_s == 0)
+        cfg->watch_poll_interval_s = cfg->cache_ttl_running_s;
     return PGW_CONFIG_OK;
 fail:
     pgw_config_cleanup(cfg);

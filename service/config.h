@@ -34,7 +34,7 @@ typedef struct pgw_config {
     /* cache */
     char *redis_url; /* NULL: in-process cache only */
     int redis_timeout_ms;
-    int redis_lease_ms; /* cross-replica coalescing: see cache/fleet.h */
+    int redis_lease_ms;        /* cross-replica coalescing: see cache/fleet.h */
     char *redis_ca_file;       /* rediss://: CA bundle; NULL: the system's */
     char *redis_cert;          /* rediss://: client certificate chain, with redis_key */
     char *redis_key;           /* its private key */
@@ -47,6 +47,10 @@ typedef struct pgw_config {
     int l1_max_entries;
     int l1_max_bytes;
     int l1_ttl_ms;
+
+    /* watches (service/watch.h) */
+    int watch_poll_interval_s; /* unset: --cache-ttl-running-s */
+    int watch_max_streams;     /* open watch streams in all, both frontends */
 
     /* who may call (docs/security.md); every string NULL when unset */
     char *tls_cert;            /* PEM certificate chain: serve gRPC over TLS */

@@ -23,6 +23,7 @@
 #include "service/clock.h"
 #include "service/identity.h"
 #include "service/health.h"
+#include "service/http_sse.h"
 #include "service/log.h"
 #include "service/metrics.h"
 
@@ -46,7 +47,11 @@ struct pgw_http_server {
     int early_close; /* the backend reports a peer's close without reading (EV_CLOSED) */
     atomic_int in_flight;
     atomic_int draining;
+    pgw_http_sse_options sse;
 };
+
+/* Server-sent events send a comment this often while a job does not change. */
+#define SSE_HEARTBEAT_MS 15000
 
 /* One DescribeBatchInferenceJob call waiting for lookup. It lives from the moment the call
  * goes asynchronous until it is answered or its connection goes away, whichever is first;
@@ -343,6 +348,27 @@ static int wants_no_cache(struct evhttp_request *req)
     return v && strcasestr(v, "no-cache") != NULL;
 }
 
+/* The caller's identity into out ("" for none), from the trusted header when one is
+ * configured: exactly one occurrence with a valid value, as on the gRPC port. */
+static void take_identity(pgw_http_server *s, struct evhttp_request *req,
+                          char out[PGW_IDENTITY_MAX_LEN + 1])
+{
+    out[0] = '\0';
+    if (!s->options.identity_header)
+        return;
+    const char *value = NULL;
+    int count = 0;
+    for (struct evkeyval *h = evhttp_request_get_input_headers(req)->tqh_first; h;
+         h = h->next.tqe_next) {
+        if (evutil_ascii_strcasecmp(h->key, s->options.identity_header) == 0) {
+            value = h->value;
+            count++;
+        }
+    }
+    if (count == 1 && pgw_identity_valid(value, strlen(value)))
+        snprintf(out, PGW_IDENTITY_MAX_LEN + 1, "%s", value);
+}
+
 /* Hands the ARN (borrowed for this call only) to lookup and answers when it is done. */
 static void start_call(pgw_http_server *s, struct evhttp_request *req, route r, const char *arn,
                        size_t arn_len)
@@ -369,22 +395,8 @@ static void start_call(pgw_http_server *s, struct evhttp_request *req, route r, 
                 event_add(c->close_watch, NULL);
         }
     }
-    /* The caller's identity, from the trusted header when one is configured: exactly one
-     * occurrence with a valid value, as on the gRPC port. */
-    char identity[PGW_IDENTITY_MAX_LEN + 1] = "";
-    if (s->options.identity_header) {
-        const char *value = NULL;
-        int count = 0;
-        for (struct evkeyval *h = evhttp_request_get_input_headers(req)->tqh_first; h;
-             h = h->next.tqe_next) {
-            if (evutil_ascii_strcasecmp(h->key, s->options.identity_header) == 0) {
-                value = h->value;
-                count++;
-            }
-        }
-        if (count == 1 && pgw_identity_valid(value, strlen(value)))
-            snprintf(identity, sizeof(identity), "%s", value);
-    }
+    char identity[PGW_IDENTITY_MAX_LEN + 1];
+    take_identity(s, req, identity);
     if (s->options.require_identity && !identity[0]) {
         pgw_metrics_auth_decision("unauthenticated");
         pgw_lookup_result refused = {
@@ -508,15 +520,61 @@ static void handle_aws(pgw_http_server *s, struct evhttp_request *req)
     json_decref(root);
 }
 
+/* The query asks for a watch: watch=true (or 1). Returns 1 for yes, 0 for no, -1 for a watch
+ * parameter that is neither. */
+static int wants_watch(const struct evhttp_uri *uri)
+{
+    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+    if (!query)
+        return 0;
+    struct evkeyvalq params;
+    memset(&params, 0, sizeof(params)); /* evhttp_parse_query_str initializes it */
+    if (evhttp_parse_query_str(query, &params) != 0) {
+        evhttp_clear_headers(&params);
+        return 0;
+    }
+    const char *v = evhttp_find_header(&params, "watch");
+    int rc = !v                                               ? 0
+             : strcmp(v, "true") == 0 || strcmp(v, "1") == 0  ? 1
+             : strcmp(v, "false") == 0 || strcmp(v, "0") == 0 ? 0
+                                                              : -1;
+    evhttp_clear_headers(&params);
+    return rc;
+}
+
+/* ?watch=true: server-sent events (http_sse.c), after the same identity check as a GET. */
+static void start_watch(pgw_http_server *s, struct evhttp_request *req, const char *arn, size_t len)
+{
+    char identity[PGW_IDENTITY_MAX_LEN + 1];
+    take_identity(s, req, identity);
+    if (s->options.require_identity && !identity[0]) {
+        pgw_metrics_auth_decision("unauthenticated");
+        pgw_metrics_watch_ended("http_sse", PGW_UNAUTHENTICATED);
+        reply_rest_error(s, req, PGW_UNAUTHENTICATED,
+                         "this gateway requires a caller identity and the request carried none");
+        return;
+    }
+    pgw_http_sse_start(&s->sse, req, arn, len, identity[0] ? identity : NULL, wants_no_cache(req));
+}
+
 /* GET /v1/batch-inference-jobs/{arn}: `rest` is the path after the prefix, still encoded. An
  * ARN whose slash was not encoded is accepted too: the whole rest is the ARN. */
 static void handle_rest(pgw_http_server *s, struct evhttp_request *req, const char *rest)
 {
     size_t len = 0;
+    int watch = wants_watch(evhttp_request_get_evhttp_uri(req));
     char *arn = evhttp_uridecode(rest, 0, &len);
     if (!arn || strlen(arn) != len) { /* an encoded NUL */
         count_early(ROUTE_REST, PGW_INVALID_ARGUMENT);
         reply_rest_error(s, req, PGW_INVALID_ARGUMENT, "the ARN in the path does not decode");
+    } else if (watch < 0) {
+        count_early(ROUTE_REST, PGW_INVALID_ARGUMENT);
+        reply_rest_error(s, req, PGW_INVALID_ARGUMENT, "watch must be true or false");
+    } else if (watch && !s->options.watch) {
+        count_early(ROUTE_REST, PGW_UNIMPLEMENTED);
+        reply_rest_error(s, req, PGW_UNIMPLEMENTED, "watching is not enabled on this gateway");
+    } else if (watch) {
+        start_watch(s, req, arn, len);
     } else {
         start_call(s, req, ROUTE_REST, arn, len);
     }
@@ -604,6 +662,18 @@ pgw_http_server *pgw_http_server_new(const pgw_http_server_options *options, cha
     s->options = *options;
     s->base = pgw_loop_base(options->loop);
     s->early_close = (event_base_get_features(s->base) & EV_FEATURE_EARLY_CLOSE) != 0;
+    s->sse = (pgw_http_sse_options){
+        .base = s->base,
+        .lookup = options->lookup,
+        .watch = options->watch,
+        .open_timeout_ms = options->request_timeout_ms,
+        .heartbeat_ms = options->request_timeout_ms / 2 < SSE_HEARTBEAT_MS
+                            ? options->request_timeout_ms / 2
+                            : SSE_HEARTBEAT_MS,
+        .early_close = s->early_close,
+        .in_flight = &s->in_flight,
+        .draining = &s->draining,
+    };
     s->http = evhttp_new(s->base);
     if (!s->http) {
         snprintf(err, err_len, "cannot create the HTTP server");

@@ -31,6 +31,7 @@
 #include "service/loop.h"
 #include "service/policy.h"
 #include "service/rate_limit.h"
+#include "service/watch.h"
 
 #define EXIT_CONFIG 2
 
@@ -44,6 +45,7 @@ typedef struct gateway {
     pgw_redis_tier *redis;
     pgw_fleet *fleet;
     pgw_lookup *lookup;
+    pgw_watch_registry *watch; /* WatchBatchInferenceJob and ?watch=true, over lookup */
     pgw_grpc_server *grpc;
     pgw_http_server *http_server; /* NULL when --http-addr is empty */
     pgw_policy *policy;           /* NULL: no --policy-file (every caller may read all) */
@@ -281,9 +283,24 @@ static int build(gateway *g, char *err, size_t err_len)
         snprintf(err, err_len, "cannot create the lookup");
         return -1;
     }
+    pgw_watch_options wopts = {
+        .base = base,
+        .lookup = g->lookup,
+        .fleet = g->redis ? g->fleet : NULL,
+        .poll_interval_ms = g->cfg.watch_poll_interval_s * 1000,
+        .max_streams = g->cfg.watch_max_streams,
+    };
+    g->watch = pgw_watch_registry_new(&wopts);
+    if (!g->watch) {
+        snprintf(err, err_len, "cannot create the watch registry");
+        return -1;
+    }
+    /* A change one replica's poll saw reaches every replica's watchers (pub/sub). */
+    if (g->fleet)
+        pgw_fleet_set_listener(g->fleet, pgw_watch_on_fill, g->watch);
     /* HTTP before gRPC: a gRPC server that is never started must not be left bound. */
     if (g->cfg.http_addr && g->cfg.http_addr[0]) {
-        pgw_http_server_options wopts = {
+        pgw_http_server_options hsopts = {
             .addr = g->cfg.http_addr,
             .loop = g->loop,
             .lookup = g->lookup,
@@ -293,8 +310,9 @@ static int build(gateway *g, char *err, size_t err_len)
             .identity_header = g->cfg.identity_header,
             .require_identity = g->cfg.require_identity,
             .call_limit = g->call_limit,
+            .watch = g->watch,
         };
-        g->http_server = pgw_http_server_new(&wopts, err, err_len);
+        g->http_server = pgw_http_server_new(&hsopts, err, err_len);
         if (!g->http_server)
             return -1;
     }
@@ -311,9 +329,19 @@ static int build(gateway *g, char *err, size_t err_len)
         .require_identity = g->cfg.require_identity,
         .audit = g->audit,
         .call_limit = g->call_limit,
+        .watch = g->watch,
     };
     g->grpc = pgw_grpc_server_new(&gopts, err, err_len);
     return g->grpc ? 0 : -1;
+}
+
+/* Shutdown, on the loop thread: every watch stream ends UNAVAILABLE (so its client reconnects
+ * to another replica) and no new one opens. */
+static void loop_end_watches(void *arg)
+{
+    gateway *g = arg;
+    if (g->watch)
+        pgw_watch_shutdown(g->watch);
 }
 
 /* Frees the loop-owned parts; runs on the loop thread, after the frontends stopped. */
@@ -323,6 +351,11 @@ static void release_loop_parts(void *arg)
     /* First: closing its connections cancels their lookups, which must still exist. */
     pgw_http_server_free(g->http_server);
     g->http_server = NULL;
+    /* Before lookup: its groups may hold polls. No more fill notices reach it after this. */
+    if (g->fleet)
+        pgw_fleet_set_listener(g->fleet, NULL, NULL);
+    pgw_watch_registry_free(g->watch);
+    g->watch = NULL;
     pgw_lookup_free(g->lookup);
     pgw_admission_free(g->admission); /* after lookup, which holds tickets */
     g->admission = NULL;
@@ -437,6 +470,10 @@ int main(int argc, char **argv)
                       "in_flight", pgw_grpc_server_in_flight(g.grpc), "grace_ms",
                       g.cfg.shutdown_grace_ms));
     int64_t drain_until = pgw_now_mono_ms() + g.cfg.shutdown_grace_ms;
+    /* Readiness has flipped: now the watch streams end, UNAVAILABLE, and their clients go to
+     * a replica that is ready. */
+    if (pgw_loop_post(g.loop, loop_end_watches, &g) != 0)
+        pgw_log(PGW_LOG_WARN, "watch streams not ended: the loop has stopped", NULL);
     if (g.http_server)
         pgw_http_server_stop_accepting(g.http_server);
     pgw_grpc_server_shutdown(g.grpc, g.cfg.shutdown_grace_ms);

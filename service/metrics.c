@@ -39,8 +39,13 @@ static const char *const LEASE_OUTCOMES[] = {"won", "waited", "taken_over", "fal
 static const char *const PROTOCOLS[] = {"http/1.1", "h2", "other"};
 #define N_PROTOCOLS 3
 static const char *const REJECT_REASONS[] = {"upstream_queue_full", "upstream_deadline",
-                                             "max_concurrent_calls", "other"};
-#define N_REJECT_REASONS 4
+                                             "max_concurrent_calls", "watch_max_streams", "other"};
+#define N_REJECT_REASONS 5
+
+static const char *const POLL_MODES[] = {"fetch", "peek", "other"};
+#define N_POLL_MODES 3
+static const char *const WATCH_FRONTENDS[] = {"grpc", "http_sse", "other"};
+#define N_WATCH_FRONTENDS 3
 
 /* Code values are the canonical RPC codes, 0..16. */
 #define N_CODES 17
@@ -105,6 +110,12 @@ static struct registry {
     atomic_uint_fast64_t upstream_protocol[N_PROTOCOLS];
     atomic_int_fast64_t upstream_admitted, upstream_queued;
     atomic_uint_fast64_t rejected[N_REJECT_REASONS];
+    /* watches */
+    atomic_uint_fast64_t watch_streams, watch_arns;
+    atomic_uint_fast64_t watch_polls[N_POLL_MODES];
+    atomic_uint_fast64_t watch_poller_changes;
+    atomic_uint_fast64_t watch_messages[N_WATCH_FRONTENDS];
+    atomic_uint_fast64_t watch_ended[N_WATCH_FRONTENDS][N_CODES];
 } reg = {.cred_source = -1};
 
 void pgw_metrics_request(const char *frontend, pgw_code code, double seconds)
@@ -213,6 +224,36 @@ void pgw_metrics_rejected(const char *reason)
 {
     int r = label_index(REJECT_REASONS, N_REJECT_REASONS, reason);
     atomic_fetch_add_explicit(&reg.rejected[r], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_set_watch(uint64_t streams, uint64_t arns)
+{
+    atomic_store_explicit(&reg.watch_streams, streams, memory_order_relaxed);
+    atomic_store_explicit(&reg.watch_arns, arns, memory_order_relaxed);
+}
+
+void pgw_metrics_watch_poll(const char *mode)
+{
+    int m = label_index(POLL_MODES, N_POLL_MODES, mode);
+    atomic_fetch_add_explicit(&reg.watch_polls[m], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_watch_poller_change(void)
+{
+    atomic_fetch_add_explicit(&reg.watch_poller_changes, 1, memory_order_relaxed);
+}
+
+void pgw_metrics_watch_message(const char *frontend)
+{
+    int f = label_index(WATCH_FRONTENDS, N_WATCH_FRONTENDS, frontend);
+    atomic_fetch_add_explicit(&reg.watch_messages[f], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_watch_ended(const char *frontend, pgw_code code)
+{
+    int f = label_index(WATCH_FRONTENDS, N_WATCH_FRONTENDS, frontend);
+    int c = (int)code >= 0 && (int)code < N_CODES ? (int)code : PGW_UNKNOWN;
+    atomic_fetch_add_explicit(&reg.watch_ended[f][c], 1, memory_order_relaxed);
 }
 
 void pgw_metrics_reset(void)
@@ -415,6 +456,39 @@ char *pgw_metrics_render(void)
            "Upstream answers, by HTTP protocol version (h2 when the endpoint offered it).");
     render_labelled(out, "pgw_upstream_responses_by_protocol_total", "protocol", PROTOCOLS,
                     N_PROTOCOLS, reg.upstream_protocol);
+
+    header(out, "pgw_watch_streams", "gauge",
+           "Watch streams open (gRPC and server-sent events), bounded by --watch-max-streams.");
+    fprintf(out, "pgw_watch_streams %llu\n", (unsigned long long)load(&reg.watch_streams));
+    header(out, "pgw_watch_arns", "gauge",
+           "Job ARNs watched on this replica, each with one poll loop however many watchers.");
+    fprintf(out, "pgw_watch_arns %llu\n", (unsigned long long)load(&reg.watch_arns));
+    header(out, "pgw_watch_polls_total", "counter",
+           "Polls of watched ARNs, by mode: fetch (from AWS, for the fleet) or peek (the shared "
+           "cache, another replica polls).");
+    render_labelled(out, "pgw_watch_polls_total", "mode", POLL_MODES, N_POLL_MODES,
+                    reg.watch_polls);
+    header(out, "pgw_watch_poller_changes_total", "counter",
+           "Times this replica took the poll lease of a watched ARN (first poller, or taking "
+           "over from one that died).");
+    fprintf(out, "pgw_watch_poller_changes_total %llu\n",
+            (unsigned long long)load(&reg.watch_poller_changes));
+    header(out, "pgw_watch_messages_total", "counter",
+           "Messages written on watch streams, by frontend.");
+    render_labelled(out, "pgw_watch_messages_total", "frontend", WATCH_FRONTENDS, N_WATCH_FRONTENDS,
+                    reg.watch_messages);
+    header(out, "pgw_watch_streams_ended_total", "counter",
+           "Watch streams ended, by frontend and status code.");
+    for (int f = 0; f < N_WATCH_FRONTENDS; f++) {
+        for (size_t i = 0; i < sizeof(ALL_CODES) / sizeof(ALL_CODES[0]); i++) {
+            pgw_code c = ALL_CODES[i];
+            uint64_t v = load(&reg.watch_ended[f][c]);
+            if (v == 0 && c != PGW_OK)
+                continue;
+            fprintf(out, "pgw_watch_streams_ended_total{frontend=\"%s\",code=\"%s\"} %llu\n",
+                    WATCH_FRONTENDS[f], pgw_code_name(c), (unsigned long long)v);
+        }
+    }
 
     if (fclose(out) != 0) {
         free(buf);

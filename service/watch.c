@@ -7,6 +7,7 @@
 #include "service/watch.h"
 
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 #include "personalize_gateway/v1/personalize_gateway.pb-c.h"
 #include "service/clock.h"
 #include "service/lookup.h"
+#include "service/metrics.h"
 
 #define GROUP_BUCKETS 1024
 /* A poll that AWS keeps failing backs off up to this many intervals. */
@@ -44,14 +46,20 @@ struct group {
     pgw_watch_registry *reg;
     group *hnext; /* bucket chain */
     pgw_watcher *watchers;
-    size_t live; /* watchers with a callback */
-    struct event *timer;
+    size_t live;         /* watchers with a callback */
+    struct event *timer; /* the poll loop's tick, every interval */
+    struct event *catch_up;
     pgw_lookup_req *poll;
     int polling;
     pgw_lookup_poll_mode poll_mode;
     pgw_fleet_role *role;
     int failures;
-    int busy; /* delivering or inside a call that may call back: defer frees */
+    int64_t next_fetch_ms; /* backoff: no fetch before then */
+    int busy;              /* delivering or inside a call that may call back: defer frees */
+    /* The newest job this group has seen, for watchers that attach with an older one. */
+    uint8_t *latest;
+    size_t latest_len;
+    job_key latest_key;
     char arn[];
 };
 
@@ -59,6 +67,7 @@ struct pgw_watch_registry {
     pgw_watch_options opt;
     group *buckets[GROUP_BUCKETS];
     pgw_watch_stats stats;
+    int shut_down;
 };
 
 static size_t bucket_of(const char *arn)
@@ -100,6 +109,21 @@ static int key_equal(const job_key *a, const job_key *b)
            strcmp(a->status, b->status) == 0;
 }
 
+/* Nonzero when `k` is older than `than` by its last-updated time: what a lagging tier says. */
+static int key_older(const job_key *k, const job_key *than)
+{
+    if (!than->valid)
+        return 0;
+    return k->updated_s < than->updated_s ||
+           (k->updated_s == than->updated_s && k->updated_ns < than->updated_ns);
+}
+
+/* Nonzero when a watcher that was last sent `sent` should be sent `k`. */
+static int key_news(const job_key *k, const job_key *sent)
+{
+    return !key_equal(k, sent) && !key_older(k, sent);
+}
+
 static int status_is_terminal(const char *status)
 {
     return strcmp(status, "ACTIVE") == 0 || strcmp(status, "CREATE FAILED") == 0;
@@ -109,6 +133,11 @@ int pgw_watch_job_is_terminal(const uint8_t *job_pb, size_t len)
 {
     job_key k;
     return key_of(job_pb, len, &k) == 0 && status_is_terminal(k.status);
+}
+
+static void publish_gauges(const pgw_watch_registry *reg)
+{
+    pgw_metrics_set_watch(reg->stats.streams, reg->stats.arns);
 }
 
 pgw_watch_registry *pgw_watch_registry_new(const pgw_watch_options *options)
@@ -138,12 +167,18 @@ static void group_unlink_and_free(group *g)
     pgw_fleet_role_cancel(g->role);
     if (g->timer)
         event_free(g->timer);
+    if (g->catch_up)
+        event_free(g->catch_up);
     while (g->watchers) {
         pgw_watcher *w = g->watchers;
         g->watchers = w->next;
+        if (w->cb)
+            reg->stats.streams--; /* dropped without a callback (registry freed) */
         free(w);
     }
+    free(g->latest);
     free(g);
+    publish_gauges(reg);
 }
 
 /* Frees detached watchers, and the group once nobody watches; only when no frame of this
@@ -179,14 +214,31 @@ static void watcher_drop(pgw_watcher *w)
     w->cb = NULL;
     w->g->live--;
     w->g->reg->stats.streams--;
+    publish_gauges(w->g->reg);
 }
 
-/* Tells every watcher whose last message differs from `job`; a terminal job ends them. */
+/* Remembers `job` as the newest the group has seen, unless it knows a newer one. */
+static void remember(group *g, const uint8_t *job_pb, size_t len, const job_key *k)
+{
+    if (g->latest && (key_equal(k, &g->latest_key) || key_older(k, &g->latest_key)))
+        return;
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return;
+    memcpy(copy, job_pb, len);
+    free(g->latest);
+    g->latest = copy;
+    g->latest_len = len;
+    g->latest_key = *k;
+}
+
+/* Tells every watcher for whom `job` is news; a terminal job ends them. */
 static void deliver_job(group *g, const uint8_t *job_pb, size_t len)
 {
     job_key k;
     if (key_of(job_pb, len, &k) != 0)
         return;
+    remember(g, job_pb, len, &k);
     int terminal = status_is_terminal(k.status);
     pgw_watch_update u = {
         .code = PGW_OK,
@@ -197,7 +249,7 @@ static void deliver_job(group *g, const uint8_t *job_pb, size_t len)
     };
     g->busy++;
     for (pgw_watcher *w = g->watchers; w; w = w->next) {
-        if (!w->cb || key_equal(&w->sent, &k))
+        if (!w->cb || !key_news(&k, &w->sent))
             continue;
         w->sent = k;
         pgw_watch_cb cb = w->cb;
@@ -226,7 +278,7 @@ static void deliver_final(group *g, pgw_code code, const char *message)
     g->busy--;
 }
 
-/* An encoded cache entry (a fill notice, or what a peek found). */
+/* An encoded cache entry (a fill notice). */
 static void deliver_entry(group *g, const uint8_t *bytes, size_t len)
 {
     pgw_cache_entry e;
@@ -240,49 +292,48 @@ static void deliver_entry(group *g, const uint8_t *bytes, size_t len)
 
 /* --- the poll loop --- */
 
-static void on_tick(evutil_socket_t fd, short what, void *arg);
-
-static void schedule_tick(group *g)
-{
-    int64_t delay = g->reg->opt.poll_interval_ms;
-    int factor = 1;
-    for (int i = 0; i < g->failures && factor < MAX_BACKOFF_FACTOR; i++)
-        factor *= 2;
-    delay *= factor;
-    struct timeval tv = {(time_t)(delay / 1000), (suseconds_t)(delay % 1000) * 1000};
-    if (g->timer)
-        evtimer_add(g->timer, &tv);
-}
-
 static void on_poll(const pgw_lookup_result *r, void *user_data)
 {
     group *g = user_data;
+    pgw_watch_registry *reg = g->reg;
     g->poll = NULL;
     g->polling = 0;
     g->busy++;
     if (r->code == PGW_OK) {
         g->failures = 0;
+        g->next_fetch_ms = 0;
         deliver_job(g, r->job_pb, r->job_pb_len);
     } else if (r->code == PGW_NOT_FOUND) {
         deliver_final(g, PGW_NOT_FOUND, r->message);
     } else if (g->poll_mode == PGW_LOOKUP_POLL_FETCH) {
-        /* Throttled, 5xx, network, no credentials yet: the stream stays, polling backs off. (A
-         * peek that finds nothing fresh is no failure: the poller refreshes the cache.) */
+        /* Throttled, 5xx, network, no credentials yet: the streams stay, fetches back off.
+         * (A peek that finds nothing fresh is no failure: the poller refreshes the cache.) */
+        int factor = 1;
+        for (int i = 0; i < g->failures && factor < MAX_BACKOFF_FACTOR; i++)
+            factor *= 2;
         g->failures++;
-        g->reg->stats.poll_failures++;
+        g->next_fetch_ms = pgw_now_mono_ms() + (int64_t)factor * reg->opt.poll_interval_ms -
+                           reg->opt.poll_interval_ms / 2;
+        reg->stats.poll_failures++;
     }
     g->busy--;
-    if (!group_settle(g))
-        schedule_tick(g);
+    group_settle(g);
 }
 
 static void start_poll(group *g, pgw_lookup_poll_mode mode)
 {
     pgw_watch_registry *reg = g->reg;
-    if (mode == PGW_LOOKUP_POLL_FETCH)
+    if (g->polling)
+        return; /* the last one is still out (slow upstream, retries): this tick skips */
+    if (mode == PGW_LOOKUP_POLL_FETCH && g->next_fetch_ms && pgw_now_mono_ms() < g->next_fetch_ms)
+        return; /* backing off */
+    if (mode == PGW_LOOKUP_POLL_FETCH) {
         reg->stats.polls++;
-    else
+        pgw_metrics_watch_poll("fetch");
+    } else {
         reg->stats.peeks++;
+        pgw_metrics_watch_poll("peek");
+    }
     int64_t budget = reg->opt.poll_interval_ms;
     if (budget < POLL_DEADLINE_MIN_MS)
         budget = POLL_DEADLINE_MIN_MS;
@@ -301,8 +352,10 @@ static void on_role(int poller, int changed_hands, void *user_data)
 {
     group *g = user_data;
     g->role = NULL;
-    if (changed_hands)
+    if (changed_hands) {
         g->reg->stats.poller_changes++;
+        pgw_metrics_watch_poller_change();
+    }
     start_poll(g, poller ? PGW_LOOKUP_POLL_FETCH : PGW_LOOKUP_POLL_PEEK);
 }
 
@@ -314,14 +367,38 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         start_poll(g, PGW_LOOKUP_POLL_FETCH);
         return;
     }
-    /* Held for two intervals and renewed at every one, so it lapses only when its holder
-     * stops polling (dies, or its last watcher left). */
+    if (g->role)
+        return; /* Redis has not answered the last tick's question yet */
+    /* Held for two intervals and renewed at every tick, so it lapses only when its holder
+     * stops ticking (dies, or its last watcher left). */
     g->busy++;
     pgw_fleet_role *role =
         pgw_fleet_poll_role(reg->opt.fleet, g->arn, 2 * reg->opt.poll_interval_ms, on_role, g);
     g->busy--;
     if (role)
         g->role = role;
+    group_settle(g);
+}
+
+/* A watcher attached with an older state than the group's newest: tell it (and any other such
+ * watcher) now, from the loop, never inside pgw_watch_attach. */
+static void on_catch_up(evutil_socket_t fd, short what, void *arg)
+{
+    group *g = arg;
+    if (!g->latest)
+        return;
+    /* A copy: deliver_job may replace g->latest under us. */
+    uint8_t *bytes = malloc(g->latest_len ? g->latest_len : 1);
+    if (!bytes)
+        return;
+    memcpy(bytes, g->latest, g->latest_len);
+    size_t len = g->latest_len;
+    uint64_t before = g->reg->stats.updates_sent;
+    g->busy++;
+    deliver_job(g, bytes, len);
+    g->busy--;
+    g->reg->stats.catch_ups += g->reg->stats.updates_sent - before;
+    free(bytes);
     group_settle(g);
 }
 
@@ -333,8 +410,16 @@ static group *group_new(pgw_watch_registry *reg, const char *arn)
         return NULL;
     g->reg = reg;
     memcpy(g->arn, arn, len + 1);
-    g->timer = evtimer_new(reg->opt.base, on_tick, g);
-    if (!g->timer) {
+    g->timer = event_new(reg->opt.base, -1, EV_PERSIST, on_tick, g);
+    g->catch_up = evtimer_new(reg->opt.base, on_catch_up, g);
+    int64_t ms = reg->opt.poll_interval_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    /* The watcher's first message is the lookup's answer of a moment ago: poll next interval. */
+    if (!g->timer || !g->catch_up || event_add(g->timer, &tv) != 0) {
+        if (g->timer)
+            event_free(g->timer);
+        if (g->catch_up)
+            event_free(g->catch_up);
         free(g);
         return NULL;
     }
@@ -342,32 +427,40 @@ static group *group_new(pgw_watch_registry *reg, const char *arn)
     g->hnext = reg->buckets[b];
     reg->buckets[b] = g;
     reg->stats.arns++;
-    /* The watcher's first message is the lookup's answer of a moment ago: poll next interval. */
-    schedule_tick(g);
+    publish_gauges(reg);
     return g;
 }
 
 /* --- the API --- */
 
-int pgw_watch_reserve(pgw_watch_registry *reg)
+pgw_watch_reserve_result pgw_watch_reserve(pgw_watch_registry *reg)
 {
+    if (reg->shut_down)
+        return PGW_WATCH_SHUT_DOWN;
     if (reg->stats.streams >= (size_t)(reg->opt.max_streams > 0 ? reg->opt.max_streams : 0))
-        return -1;
+        return PGW_WATCH_FULL;
     reg->stats.streams++;
-    return 0;
+    publish_gauges(reg);
+    return PGW_WATCH_RESERVED;
 }
 
 void pgw_watch_unreserve(pgw_watch_registry *reg)
 {
     if (reg->stats.streams > 0)
         reg->stats.streams--;
+    publish_gauges(reg);
+}
+
+int pgw_watch_max_streams(const pgw_watch_registry *reg)
+{
+    return reg->opt.max_streams;
 }
 
 pgw_watcher *pgw_watch_attach(pgw_watch_registry *reg, const char *arn, const uint8_t *sent_pb,
                               size_t sent_len, pgw_watch_cb cb, void *user_data)
 {
-    group *g = group_find(reg, arn);
-    if (!g && !(g = group_new(reg, arn))) {
+    group *g = reg->shut_down ? NULL : group_find(reg, arn);
+    if (reg->shut_down || (!g && !(g = group_new(reg, arn)))) {
         pgw_watch_unreserve(reg);
         return NULL;
     }
@@ -386,6 +479,8 @@ pgw_watcher *pgw_watch_attach(pgw_watch_registry *reg, const char *arn, const ui
         w->next->prev = w;
     g->watchers = w;
     g->live++;
+    if (g->latest && key_news(&g->latest_key, &w->sent))
+        event_active(g->catch_up, EV_TIMEOUT, 0);
     return w;
 }
 
@@ -412,17 +507,23 @@ void pgw_watch_on_fill(const char *arn, const uint8_t *entry, size_t len, void *
 
 void pgw_watch_shutdown(pgw_watch_registry *reg)
 {
+    reg->shut_down = 1;
     for (size_t b = 0; b < GROUP_BUCKETS; b++) {
-        /* Each pass ends one group (settle unlinks it); callbacks may not add to this one. */
+        /* Each pass ends one group (settle unlinks it); attach refuses from now on. */
         group *g;
         while ((g = reg->buckets[b])) {
             g->busy++;
             deliver_final(g, PGW_UNAVAILABLE, "the gateway is shutting down: reconnect");
             g->busy--;
             if (!group_settle(g))
-                group_unlink_and_free(g); /* a callback re-attached: drop it anyway */
+                group_unlink_and_free(g);
         }
     }
+}
+
+int pgw_watch_is_shut_down(const pgw_watch_registry *reg)
+{
+    return reg->shut_down;
 }
 
 void pgw_watch_registry_free(pgw_watch_registry *reg)
