@@ -394,11 +394,17 @@ static int wait_until(pgw_grpc_server *s, int (*done)(pgw_grpc_server *), int ti
     return ok;
 }
 
-void pgw_grpc_server_shutdown(pgw_grpc_server *s, int grace_ms)
+void pgw_grpc_server_stop_accepting(pgw_grpc_server *s)
 {
-    atomic_store(&s->shutting_down, 1);
+    if (atomic_exchange(&s->shutting_down, 1))
+        return;
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
     tick_methods(s); /* Health/Watch streams get NOT_SERVING, then their final status */
+}
+
+void pgw_grpc_server_shutdown(pgw_grpc_server *s, int grace_ms)
+{
+    pgw_grpc_server_stop_accepting(s);
     if (s->n_threads == 0) {
         grpc_server_cancel_all_calls(s->server);
     } else if (!wait_until(s, shutdown_notified, grace_ms)) {

@@ -56,8 +56,13 @@ int pgw_grpc_server_port(const pgw_grpc_server *server);
 /* Starts serving: starts the server and the completion-queue threads. Returns 0 or -1. */
 int pgw_grpc_server_start(pgw_grpc_server *server);
 
-/* Stops accepting calls, lets in-flight calls finish for up to grace_ms, then cancels the rest;
- * returns when every call is done and the threads have exited. The loop must still run. */
+/* Stops accepting calls (GOAWAY) and tells Health/Watch streams NOT_SERVING; the calls in
+ * flight go on. Idempotent; any thread. */
+void pgw_grpc_server_stop_accepting(pgw_grpc_server *server);
+
+/* pgw_grpc_server_stop_accepting, then lets in-flight calls finish for up to grace_ms, then
+ * cancels the rest; returns when every call is done and the threads have exited. The loop must
+ * still run. */
 void pgw_grpc_server_shutdown(pgw_grpc_server *server, int grace_ms);
 
 /* Frees a server that was shut down (or never started). */

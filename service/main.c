@@ -470,12 +470,13 @@ int main(int argc, char **argv)
                       "in_flight", pgw_grpc_server_in_flight(g.grpc), "grace_ms",
                       g.cfg.shutdown_grace_ms));
     int64_t drain_until = pgw_now_mono_ms() + g.cfg.shutdown_grace_ms;
+    if (g.http_server)
+        pgw_http_server_stop_accepting(g.http_server);
+    pgw_grpc_server_stop_accepting(g.grpc); /* Health/Watch streams hear NOT_SERVING */
     /* Readiness has flipped: now the watch streams end, UNAVAILABLE, and their clients go to
      * a replica that is ready. */
     if (pgw_loop_post(g.loop, loop_end_watches, &g) != 0)
         pgw_log(PGW_LOG_WARN, "watch streams not ended: the loop has stopped", NULL);
-    if (g.http_server)
-        pgw_http_server_stop_accepting(g.http_server);
     pgw_grpc_server_shutdown(g.grpc, g.cfg.shutdown_grace_ms);
     if (g.http_server) {
         int64_t left = drain_until - pgw_now_mono_ms();

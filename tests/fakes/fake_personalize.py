@@ -989,6 +989,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with st.lock:
                 st.jobs[arn] = job
             return {"ok": True, "job": job}
+        if route == "jobs/status":
+            # A job moving on at run time, as AWS would show it: a new status and (unless
+            # given) a last-updated time of now. Watches see exactly these transitions.
+            arn = p["arn"]
+            with st.lock:
+                job = st.jobs.get(arn)
+                inner = job.get("batchInferenceJob") if isinstance(job, dict) else None
+                if not isinstance(inner, dict):
+                    raise ValueError("no job registered for %r" % arn)
+                if p.get("status") is not None:
+                    inner["status"] = p["status"]
+                updated = p.get("last_updated")
+                inner["lastUpdatedDateTime"] = float(updated) if updated is not None else round(
+                    st.now(), 3)
+                return {"ok": True, "job": copy.deepcopy(job)}
         if route == "jobs/delete":
             with st.lock:
                 st.jobs.pop(p["arn"], None)

@@ -25,6 +25,7 @@ REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
 FAKE_SCRIPT = os.path.join(REPO, "tests", "fakes", "fake_personalize.py")
 
 GRPC_METHOD = "/personalize_gateway.v1.PersonalizeGateway/DescribeBatchInferenceJob"
+WATCH_METHOD = "/personalize_gateway.v1.PersonalizeGateway/WatchBatchInferenceJob"
 HEALTH_METHOD = "/grpc.health.v1.Health/Check"
 
 # Long-term test credentials. The secret is random per run so that a leak found by
@@ -217,6 +218,14 @@ class FakeAws:
         if keep_arn:
             p["keep_arn"] = True
         return self.control("POST", "jobs", p)["job"]
+
+    def set_job_status(self, arn, status, last_updated=None):
+        """Moves a registered job on: a new status and lastUpdatedDateTime (now by default,
+        epoch seconds). Returns the stored response body."""
+        p = {"arn": arn, "status": status}
+        if last_updated is not None:
+            p["last_updated"] = last_updated
+        return self.control("POST", "jobs/status", p)["job"]
 
     def remove_job(self, arn):
         return self.control("POST", "jobs/delete", {"arn": arn})
@@ -478,6 +487,83 @@ def describe(target, arn, timeout=5, metadata=(), channel=None):
     finally:
         if own:
             ch.close()
+
+
+def watch_stub(channel):
+    """A WatchBatchInferenceJob server-streaming stub on `channel`; returns (stub, request_class)."""
+    pb, _ = protos()
+    stub = channel.unary_stream(WATCH_METHOD,
+                                request_serializer=pb.WatchBatchInferenceJobRequest.SerializeToString,
+                                response_deserializer=pb.WatchBatchInferenceJobResponse.FromString)
+    return stub, pb.WatchBatchInferenceJobRequest
+
+
+class WatchStream:
+    """One WatchBatchInferenceJob stream, read by a thread of its own (real grpcio).
+
+    .jobs: [(monotonic time received, BatchInferenceJob)]; once it ended, .code (grpc.StatusCode)
+    and .details; .done is set then."""
+
+    def __init__(self, channel, arn, timeout=None, metadata=()):
+        import threading
+
+        stub, request = watch_stub(channel)
+        self.jobs = []
+        self.code = None
+        self.details = None
+        self.done = threading.Event()
+        self.call = stub(request(batch_inference_job_arn=arn), timeout=timeout,
+                         metadata=tuple(metadata))
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        import grpc
+
+        try:
+            for msg in self.call:
+                self.jobs.append((time.monotonic(), msg.batch_inference_job))
+            self.code = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            self.code, self.details = e.code(), e.details()
+        self.done.set()
+
+    def statuses(self):
+        return [job.status for _, job in self.jobs]
+
+    def wait_messages(self, n, timeout=10.0):
+        """Waits until at least n messages arrived (or the stream ended); returns the statuses."""
+        wait_until(lambda: len(self.jobs) >= n or self.done.is_set(), timeout=timeout,
+                   what="%d watch messages (have %s)" % (n, self.statuses()))
+        return self.statuses()
+
+    def wait_done(self, timeout=10.0):
+        """Waits for the end of the stream; returns its code."""
+        if not self.done.wait(timeout):
+            raise TimeoutError("watch stream still open after %.1fs (have %s)" % (
+                timeout, self.statuses()))
+        return self.code
+
+    def cancel(self):
+        self.call.cancel()
+
+
+def scrape_metrics(gw):
+    """The gateway's /metrics as {(sample name, frozenset(labels.items())): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, body = gw.http_get("/metrics")
+    assert status == 200
+    out = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for sample in fam.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def metric(gw, name, **labels):
+    """One sample of the gateway's /metrics (0 when absent)."""
+    return scrape_metrics(gw).get((name, frozenset(labels.items())), 0.0)
 
 
 def health_check(target, service="", timeout=5):
