@@ -87,6 +87,19 @@ def test_unknown_arn_is_not_found_and_malformed_is_invalid_argument_without_upst
     assert watch_gauges(gw) == (0, 0)
 
 
+def test_job_that_becomes_unknown_ends_the_stream_not_found(gateway, fake_aws):
+    arn = PREFIX + "vanishes"
+    fake_aws.add_job(arn, status="IN PROGRESS")
+    gw = gateway(extra_args=WATCH_ARGS)
+    with grpc.insecure_channel(gw.grpc_target) as ch:
+        w = h.WatchStream(ch, arn, timeout=30)
+        assert w.wait_messages(1) == ["IN PROGRESS"]
+        fake_aws.remove_job(arn)
+        assert w.wait_done(10) == grpc.StatusCode.NOT_FOUND
+        assert w.statuses() == ["IN PROGRESS"]
+    h.wait_until(lambda: watch_gauges(gw) == (0, 0), timeout=5, what="watch gauges back to 0")
+
+
 def test_hundreds_of_watchers_cost_one_poll_per_interval_and_all_see_each_change(
         gateway, fake_aws):
     arn = PREFIX + "crowd"
