@@ -48,6 +48,8 @@
 /* Unparsed reply bytes one connection may hold: a few of the largest values we accept. */
 #define PGW_REDIS_MIN_READ_BOUND (16u * 1024 * 1024)
 #define PGW_REDIS_PASSWORD_MAX   512
+/* Commands up to this size are copied into the output buffer (see conn_send). */
+#define PGW_REDIS_COPY_MAX 16384
 
 typedef struct redis_req {
     pgw_redis_tier *tier;
@@ -555,9 +557,20 @@ static int conn_send(redis_conn *c, int argc, const char **argv, const size_t *l
         redisFreeCommand(cmd);
         return -1;
     }
-    /* By reference: the formatted command is written from where hiredis built it. */
-    if (evbuffer_add_reference(bufferevent_get_output(c->bev), cmd, (size_t)n,
-                               secret ? scrub_cmd_cb : free_cmd_cb, NULL) != 0) {
+    /* Small commands are copied, so that pipelined GETs share buffer chunks: over TLS each
+     * chunk becomes one SSL_write (one record, one syscall), so a chunk per command would
+     * cost a record and a write per GET. Large values and AUTH (scrubbed once sent) are
+     * written from where hiredis built them. */
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (!secret && n <= PGW_REDIS_COPY_MAX) {
+        int rc = evbuffer_add(out, cmd, (size_t)n);
+        redisFreeCommand(cmd);
+        if (rc != 0 && e.kind != PEND_NONE)
+            q_unpush(c);
+        return rc == 0 ? 0 : -1;
+    }
+    if (evbuffer_add_reference(out, cmd, (size_t)n, secret ? scrub_cmd_cb : free_cmd_cb, NULL) !=
+        0) {
         if (e.kind != PEND_NONE)
             q_unpush(c);
         if (secret)
