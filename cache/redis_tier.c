@@ -96,9 +96,11 @@ typedef struct redis_conn {
     struct event *reconnect_ev;
     struct event *connect_timeout_ev;
     int backoff_ms;
-    int subscribed;       /* subscriber only: SUBSCRIBE confirmed on this connection */
-    unsigned gen;         /* bumped at every drop */
-    int attempt_reported; /* this attempt's failure was counted and reported */
+    int subscribed;        /* subscriber only: SUBSCRIBE confirmed on this connection */
+    struct event *ping_ev; /* subscriber only: the liveness PING */
+    int pong_pending;      /* a PING went out and its PONG has not come back */
+    unsigned gen;          /* bumped at every drop */
+    int attempt_reported;  /* this attempt's failure was counted and reported */
 } redis_conn;
 
 struct pgw_redis_tier {
@@ -198,6 +200,7 @@ void pgw_redis_tier_config_defaults(pgw_redis_tier_config *cfg)
     cfg->breaker_cooldown_max_ms = 30000;
     cfg->max_value_bytes = 2u * 1024 * 1024;
     cfg->max_pending = 65536;
+    cfg->sub_ping_interval_ms = 5000;
 }
 
 /* Copies one decoded URL part into dst. Returns 0 absent-or-copied, -1 too long/undecodable. */
@@ -612,6 +615,9 @@ static void conn_release(redis_conn *c, pend **q, size_t *head, size_t *len, siz
 {
     c->gen++;
     evtimer_del(c->connect_timeout_ev);
+    if (c->ping_ev)
+        evtimer_del(c->ping_ev);
+    c->pong_pending = 0;
     if (c->bev) {
         bufferevent_free(c->bev);
         c->bev = NULL;
@@ -869,9 +875,17 @@ static void sub_push(redis_conn *c, const redisReply *reply)
         conn_lost(c);
         return;
     }
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 && elem_is(reply, 0, "pong")) {
+        c->pong_pending = 0;
+        return;
+    }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
         return;
     if (elem_is(reply, 0, "subscribe")) {
+        if (c->ping_ev) {
+            struct timeval tv = ms_to_tv(tier->cfg.sub_ping_interval_ms);
+            evtimer_add(c->ping_ev, &tv);
+        }
         set_subscribed(c, 1);
     } else if (elem_is(reply, 0, "message") && reply->element[2]->type == REDIS_REPLY_STRING) {
         tier->stats.messages++;
@@ -916,11 +930,17 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         struct evbuffer_iovec v[16];
         int nv = evbuffer_peek(in, -1, NULL, v, 16);
         size_t fed = 0;
-        for (int i = 0; i < nv && i < 16; i++) {
-            redisReaderFeed(c->reader, v[i].iov_base, v[i].iov_len);
+        int fed_all = 1;
+        for (int i = 0; i < nv && i < 16 && fed_all; i++) {
+            fed_all = redisReaderFeed(c->reader, v[i].iov_base, v[i].iov_len) == REDIS_OK;
             fed += v[i].iov_len;
         }
         evbuffer_drain(in, fed);
+        if (!fed_all) { /* out of memory: the stream has a hole now */
+            set_error(tier, "redis %s connection: out of memory reading a reply", c->name);
+            conn_failed(c, PGW_REDIS_EVENT_CONNECT_FAILED);
+            break;
+        }
         for (;;) {
             void *reply = NULL;
             if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
@@ -1238,6 +1258,32 @@ static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
     leave(tier);
 }
 
+/* The subscriber may sit idle for long, and a connection can die without a FIN (a NAT or
+ * proxy forgetting it): PING it, and call it lost when the PONG has not come back by the next
+ * tick, so on_subscription(0) tells users within two intervals. */
+static void sub_ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redis_conn *c = arg;
+    pgw_redis_tier *tier = c->tier;
+    if (!c->bev || c->stage != STAGE_READY)
+        return;
+    enter(tier);
+    if (c->pong_pending) {
+        set_error(tier, "redis subscriber connection to %.200s:%d: no PONG within %d ms",
+                  tier->url.host, tier->url.port, tier->cfg.sub_ping_interval_ms);
+        conn_lost(c);
+    } else {
+        const char *argv[1] = {"PING"};
+        size_t lens[1] = {4};
+        pend none = {PEND_NONE, NULL}; /* in subscribed mode the PONG is a push */
+        if (conn_send(c, 1, argv, lens, none, 0) == 0)
+            c->pong_pending = 1;
+        struct timeval tv = ms_to_tv(tier->cfg.sub_ping_interval_ms);
+        evtimer_add(c->ping_ev, &tv);
+    }
+    leave(tier);
+}
+
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 
 static int conn_init(redis_conn *c, pgw_redis_tier *tier, int is_sub)
@@ -1249,6 +1295,8 @@ static int conn_init(redis_conn *c, pgw_redis_tier *tier, int is_sub)
     c->backoff_ms = tier->cfg.reconnect_min_ms;
     c->reconnect_ev = evtimer_new(tier->base, reconnect_cb, c);
     c->connect_timeout_ev = evtimer_new(tier->base, connect_timeout_cb, c);
+    if (is_sub && !(c->ping_ev = evtimer_new(tier->base, sub_ping_cb, c)))
+        return -1;
     return c->reconnect_ev && c->connect_timeout_ev ? 0 : -1;
 }
 
@@ -1275,7 +1323,9 @@ static void conn_cleanup(redis_conn *c)
         event_free(c->reconnect_ev);
     if (c->connect_timeout_ev)
         event_free(c->connect_timeout_ev);
-    c->reconnect_ev = c->connect_timeout_ev = NULL;
+    if (c->ping_ev)
+        event_free(c->ping_ev);
+    c->reconnect_ev = c->connect_timeout_ev = c->ping_ev = NULL;
 }
 
 /* OpenSSL must never prompt on a terminal for a key passphrase. */
@@ -1444,6 +1494,7 @@ pgw_redis_tier *pgw_redis_tier_new(struct event_base *base, const pgw_redis_tier
     PGW_DEFAULT_IF_UNSET(breaker_failures);
     PGW_DEFAULT_IF_UNSET(breaker_cooldown_ms);
     PGW_DEFAULT_IF_UNSET(breaker_cooldown_max_ms);
+    PGW_DEFAULT_IF_UNSET(sub_ping_interval_ms);
     if (tier->cfg.max_value_bytes == 0)
         tier->cfg.max_value_bytes = defaults.max_value_bytes;
     if (tier->cfg.max_pending == 0)

@@ -708,6 +708,38 @@ static void test_pubsub(int port, const char *password, int db)
     pgw_redis_tier_free(pub);
 }
 
+/* A subscriber whose server stops answering (SIGSTOP: no FIN, like a dead NAT entry) is
+ * called lost within two PING intervals, and comes back once the server does. */
+static void test_sub_liveness(int port, pid_t pid)
+{
+    char url[64], err[256];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    sub_state s;
+    memset(&s, 0, sizeof s);
+    pgw_redis_tier_config cfg = test_config(url);
+    cfg.subscribe_channel = PGW_REDIS_FILL_CHANNEL;
+    cfg.on_message = on_message;
+    cfg.on_subscription = on_subscription;
+    cfg.message_ud = &s;
+    cfg.sub_ping_interval_ms = 100;
+    pgw_redis_tier *tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+    CHECK(tier != NULL);
+    if (!tier)
+        return;
+    CHECK(wait_flag_ge(&s.ups, 1, 3000));
+    run_for(350); /* a few PINGs answered: still up */
+    CHECK(s.downs == 0 && pgw_redis_tier_is_subscribed(tier));
+    pgw_tr_signal(pid, SIGSTOP);
+    int64_t t0 = now_ms();
+    CHECK(wait_flag_ge(&s.downs, 1, 2000));
+    CHECK(now_ms() - t0 <= 2 * cfg.sub_ping_interval_ms + 150);
+    CHECK(!pgw_redis_tier_is_subscribed(tier));
+    CHECK(strstr(pgw_redis_tier_last_error(tier), "PONG") != NULL);
+    pgw_tr_signal(pid, SIGCONT);
+    CHECK(wait_flag_ge(&s.ups, 2, 5000));
+    pgw_redis_tier_free(tier);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -729,6 +761,7 @@ int main(void)
     if (pid > 0) {
         test_commands(port, pid);
         test_pubsub(port, NULL, 0);
+        test_sub_liveness(port, pid);
     }
     pgw_tr_signal(pid, SIGKILL);
 
