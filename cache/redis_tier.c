@@ -619,8 +619,14 @@ static void conn_release(redis_conn *c, pend **q, size_t *head, size_t *len, siz
         evtimer_del(c->ping_ev);
     c->pong_pending = 0;
     if (c->bev) {
+        /* Before TLS starts, a rediss:// socket is not owned by its plain bufferevent (it is
+         * to be handed over): close it here. */
+        evutil_socket_t fd = c->stage == STAGE_TCP && c->tier->url.tls ? bufferevent_getfd(c->bev)
+                                                                       : EVUTIL_INVALID_SOCKET;
         bufferevent_free(c->bev);
         c->bev = NULL;
+        if (fd != EVUTIL_INVALID_SOCKET)
+            evutil_closesocket(fd);
     }
     if (c->reader) {
         redisReaderFree(c->reader);
