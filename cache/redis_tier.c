@@ -852,9 +852,14 @@ static void handshake_reply(redis_conn *c, const char *what, const redisReply *r
     pgw_redis_tier *tier = c->tier;
     if (reply->type == REDIS_REPLY_ERROR) {
         /* Redis' AUTH/SELECT errors never repeat the password (WRONGPASS, NOPERM, NOAUTH). */
+        const char *msg = reply->str ? reply->str : "";
         set_error(tier, "redis %s on %.200s:%d refused: %.100s", what, tier->url.host,
-                  tier->url.port, reply->str ? reply->str : "");
-        attempt_failed(c, PGW_REDIS_EVENT_AUTH_FAILED);
+                  tier->url.port, msg);
+        /* Credentials and permissions are AUTH failures; anything else (a server loading its
+         * data, out of clients, a database out of range) is not the password's fault. */
+        int auth = strncmp(msg, "WRONGPASS", 9) == 0 || strncmp(msg, "NOAUTH", 6) == 0 ||
+                   strncmp(msg, "NOPERM", 6) == 0 || strcasestr(msg, "password") != NULL;
+        attempt_failed(c, auth ? PGW_REDIS_EVENT_AUTH_FAILED : PGW_REDIS_EVENT_CONNECT_FAILED);
         return;
     }
     if (--c->handshake_pending == 0)

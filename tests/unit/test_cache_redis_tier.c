@@ -580,6 +580,28 @@ static void test_commands(int port, pid_t pid)
     CHECK(pgw_redis_tier_publish(tier, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"x", 1) == -1);
     pgw_redis_tier_free(tier);
 
+    /* A server refusing for reasons of its own (out of clients) is a connect failure, not
+     * an AUTH one. */
+    redisContext *adm = pgw_tr_connect(port, NULL, 0);
+    CHECK(adm != NULL);
+    if (adm) {
+        redisReply *r = redisCommand(adm, "CONFIG SET maxclients 1");
+        CHECK(r && r->type == REDIS_REPLY_STATUS);
+        if (r)
+            freeReplyObject(r);
+        tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+        CHECK(tier != NULL);
+        run_for(300);
+        pgw_redis_tier_stats_get(tier, &st);
+        CHECK(!pgw_redis_tier_is_ready(tier) && st.connect_failures >= 1 && st.auth_failures == 0);
+        CHECK(strstr(pgw_redis_tier_last_error(tier), "max number of clients") != NULL);
+        pgw_redis_tier_free(tier);
+        r = redisCommand(adm, "CONFIG SET maxclients 10000");
+        if (r)
+            freeReplyObject(r);
+        redisFree(adm);
+    }
+
     /* No server at all: NULL synchronously. */
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", pgw_tr_free_port());
     cfg = test_config(url);
