@@ -436,8 +436,8 @@ static void test_acl_and_password_file(int port, int tls_port)
     if (!rc)
         return;
     admin_ok(rc,
-             "ACL SETUSER %s reset on ~pgw:* &pgw:* +get +set +publish +subscribe "
-             "+unsubscribe +ping +select",
+             "ACL SETUSER %s reset on ~pgw:* &pgw:* +get +set +del +pttl +pexpire +publish "
+             "+subscribe +unsubscribe +ping +select",
              "pgw-user");
     admin_ok(rc, "ACL SETUSER pgw-user >%s", pw1);
     const char *pwfile = path_of("redis-password");
