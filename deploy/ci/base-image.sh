@@ -24,12 +24,13 @@ fi
 
 # The configured Debian sources for bookworm, as apt itself parsed them (one-line or deb822
 # files alike): "URI SUITE" pairs for the suites the image's apt should use.
+# shellcheck disable=SC2016 # $(...) here is apt's format syntax, not the shell's
 mapfile -t sources < <(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' \
   'Identifier: Packages' 'Target-Of: deb' | awk '$2 ~ /^bookworm(-updates|-security)?$/ && $3 == "main" {print $1, $2}' | sort -u)
 main_uri=""
 for s in "${sources[@]}"; do
-  set -- $s
-  [ "$2" = bookworm ] && main_uri=$1
+  read -r uri suite <<<"$s"
+  [ "$suite" = bookworm ] && main_uri=$uri
 done
 if [ -z "$main_uri" ]; then
   echo "base-image: apt has no Debian bookworm main source configured (run apt-get update?)" >&2
@@ -58,8 +59,8 @@ debootstrap --variant=minbase --arch=amd64 --keyring=/usr/share/keyrings/debian-
 rm -f "$rootfs/etc/apt/sources.list"
 {
   for s in "${sources[@]}"; do
-    set -- $s
-    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n' "$1" "$2"
+    read -r uri suite <<<"$s"
+    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n' "$uri" "$suite"
   done
 } >"$rootfs/etc/apt/sources.list.d/debian.sources"
 : >"$rootfs/etc/apt/apt.conf.d/50pgw-machine"
@@ -92,6 +93,6 @@ rm -rf "$rootfs"/usr/share/{man,info,locale,lintian}/* "$rootfs"/var/lib/apt/lis
 for m in proc sys dev/pts dev; do umount -l "$rootfs/$m" 2>/dev/null || true; done
 
 tar --numeric-owner --xattrs -C "$rootfs" -c . |
-  "${podman[@]}" import --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' - "$image" >/dev/null
+  "${podman[@]}" import --quiet --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' - "$image" >/dev/null
 echo "base image $image made with debootstrap ($("${podman[@]}" image inspect --format '{{.Size}}' "$image") bytes)" >&2
 echo "$image"
