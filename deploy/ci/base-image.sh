@@ -23,10 +23,18 @@ if created=$("${podman[@]}" image inspect --format '{{.Created.Unix}}' "$image" 
 fi
 
 # The configured Debian sources for bookworm, as apt itself parsed them (one-line or deb822
-# files alike): "URI SUITE" pairs for the suites the image's apt should use.
-# shellcheck disable=SC2016 # $(...) here is apt's format syntax, not the shell's
-mapfile -t sources < <(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' \
-  'Identifier: Packages' 'Target-Of: deb' | awk '$2 ~ /^bookworm(-updates|-security)?$/ && $3 == "main" {print $1, $2}' | sort -u)
+# files alike): "URI SUITE" pairs for the suites the image's apt should use. apt lists only
+# the targets it has downloaded indexes for, so update once if there are none.
+configured_sources() {
+  # shellcheck disable=SC2016 # $(...) here is apt's format syntax, not the shell's
+  apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Identifier: Packages' \
+    'Target-Of: deb' | awk '$2 ~ /^bookworm(-updates|-security)?$/ && $3 == "main" {print $1, $2}' | sort -u
+}
+mapfile -t sources < <(configured_sources)
+if [ "${#sources[@]}" -eq 0 ]; then
+  apt-get update -qq
+  mapfile -t sources < <(configured_sources)
+fi
 main_uri=""
 for s in "${sources[@]}"; do
   read -r uri suite <<<"$s"

@@ -167,6 +167,32 @@ def test_image_metadata():
     print("image %s: %.1f MB" % (IMAGE, cfg["Size"] / 1e6))
 
 
+def test_image_contents():
+    """The filesystem: the gateway, Debian's libraries with their package records, the CA
+    bundle libcurl reads by default, and nothing setuid/setgid or executable besides."""
+    name = "pgw-image-export-%s" % secrets.token_hex(4)
+    podman("create", "--name", name, "--pull=never", IMAGE)
+    try:
+        out = subprocess.run(PODMAN + ["export", name], check=True, capture_output=True).stdout
+    finally:
+        podman("rm", "--force", name, check=False)
+    import io
+    import tarfile
+
+    members = {m.name.lstrip("./"): m for m in tarfile.open(fileobj=io.BytesIO(out))}
+    assert "usr/local/bin/personalize-gateway" in members
+    bundle = tarfile.open(fileobj=io.BytesIO(out)).extractfile(
+        members["etc/ssl/certs/ca-certificates.crt"]).read()
+    assert bundle.count(b"BEGIN CERTIFICATE") > 100
+    status = [n for n in members if n.startswith("var/lib/dpkg/status.d/")]
+    assert any(n.endswith("/libgrpc29") for n in status) and any(n.endswith("/libc6") for n in status)
+    for n, m in members.items():
+        assert not (m.mode & 0o6000) or m.isdir(), "setuid/setgid file in the image: " + n
+    executables = [n for n, m in members.items() if m.isfile() and m.mode & 0o111
+                   and not (".so" in n or n.startswith("usr/lib/"))]
+    assert executables == ["usr/local/bin/personalize-gateway"], executables
+
+
 def test_serves_grpc_and_http_as_nonroot_then_drains_on_stop(tmp_path, container_factory):
     fake = h.FakeAws(str(tmp_path / "fake"))
     redis_password = secrets.token_urlsafe(18)
