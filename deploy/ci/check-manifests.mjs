@@ -250,6 +250,10 @@ function securityErrors(objs, overlay, flags, metrics) {
     if (PENDING_FLAGS.has(flag)) notes.add(`--${flag.replaceAll("_", "-")} (${k}) is in the contract but not yet in service/config.c`);
     else errs.push(`config key ${k}: no --${flag.replaceAll("_", "-")} in service/config.c`);
   }
+  for (const [k, v] of Object.entries(cm?.data || {})) {
+    check(!/:\/\/[^/@]*:[^/@]*@/.test(v), `ConfigMap key ${k} holds a URL with a password (use a Secret)`);
+    check(!/PASSWORD|SECRET|TOKEN$/.test(k) || k.endsWith("_FILE"), `ConfigMap key ${k} looks like a secret`);
+  }
   check(config.AWS_EC2_METADATA_DISABLED === "true", "IMDS not disabled (credentials must come from IRSA/Pod Identity)");
   // Files named in the config are inside read-only mounts of this container.
   for (const [k, v] of Object.entries(config)) {
@@ -493,6 +497,7 @@ if (rendered.prod) {
       for (const k of Object.keys(eq)) if (k.endsWith(":sub")) eq[k] = "system:serviceaccount:default:default";
       return iamErrors(rendered.prod, docs);
     }],
+    ["a password in the ConfigMap is rejected", () => securityErrors(mutate((objs) => { objs.find((o) => o.kind === "ConfigMap" && o.data?.PGW_LOG_LEVEL).data.PGW_REDIS_URL = "rediss://u:hunter2@redis:6379"; }), "prod", flags, metrics)],
     ["a PromQL syntax error is rejected", () => securityErrors(mutate((objs) => { const r = objs.find((o) => o.kind === "PrometheusRule"); r.spec.groups[0].rules[0].expr += " and rate(pgw_upstream_requests_total[5m]"; }), "prod", flags, metrics)],
   ];
   for (const [name, run] of cases) {
