@@ -48,6 +48,8 @@
 /* Unparsed reply bytes one connection may hold: a few of the largest values we accept. */
 #define PGW_REDIS_MIN_READ_BOUND (16u * 1024 * 1024)
 #define PGW_REDIS_PASSWORD_MAX   512
+/* Commands up to this size are copied into the output buffer (see conn_send). */
+#define PGW_REDIS_COPY_MAX 16384
 
 typedef struct redis_req {
     pgw_redis_tier *tier;
@@ -94,9 +96,11 @@ typedef struct redis_conn {
     struct event *reconnect_ev;
     struct event *connect_timeout_ev;
     int backoff_ms;
-    int subscribed;       /* subscriber only: SUBSCRIBE confirmed on this connection */
-    unsigned gen;         /* bumped at every drop */
-    int attempt_reported; /* this attempt's failure was counted and reported */
+    int subscribed;        /* subscriber only: SUBSCRIBE confirmed on this connection */
+    struct event *ping_ev; /* subscriber only: the liveness PING */
+    int pong_pending;      /* a PING went out and its PONG has not come back */
+    unsigned gen;          /* bumped at every drop */
+    int attempt_reported;  /* this attempt's failure was counted and reported */
 } redis_conn;
 
 struct pgw_redis_tier {
@@ -196,6 +200,7 @@ void pgw_redis_tier_config_defaults(pgw_redis_tier_config *cfg)
     cfg->breaker_cooldown_max_ms = 30000;
     cfg->max_value_bytes = 2u * 1024 * 1024;
     cfg->max_pending = 65536;
+    cfg->sub_ping_interval_ms = 5000;
 }
 
 /* Copies one decoded URL part into dst. Returns 0 absent-or-copied, -1 too long/undecodable. */
@@ -555,9 +560,20 @@ static int conn_send(redis_conn *c, int argc, const char **argv, const size_t *l
         redisFreeCommand(cmd);
         return -1;
     }
-    /* By reference: the formatted command is written from where hiredis built it. */
-    if (evbuffer_add_reference(bufferevent_get_output(c->bev), cmd, (size_t)n,
-                               secret ? scrub_cmd_cb : free_cmd_cb, NULL) != 0) {
+    /* Small commands are copied, so that pipelined GETs share buffer chunks: over TLS each
+     * chunk becomes one SSL_write (one record, one syscall), so a chunk per command would
+     * cost a record and a write per GET. Large values and AUTH (scrubbed once sent) are
+     * written from where hiredis built them. */
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (!secret && n <= PGW_REDIS_COPY_MAX) {
+        int rc = evbuffer_add(out, cmd, (size_t)n);
+        redisFreeCommand(cmd);
+        if (rc != 0 && e.kind != PEND_NONE)
+            q_unpush(c);
+        return rc == 0 ? 0 : -1;
+    }
+    if (evbuffer_add_reference(out, cmd, (size_t)n, secret ? scrub_cmd_cb : free_cmd_cb, NULL) !=
+        0) {
         if (e.kind != PEND_NONE)
             q_unpush(c);
         if (secret)
@@ -599,9 +615,18 @@ static void conn_release(redis_conn *c, pend **q, size_t *head, size_t *len, siz
 {
     c->gen++;
     evtimer_del(c->connect_timeout_ev);
+    if (c->ping_ev)
+        evtimer_del(c->ping_ev);
+    c->pong_pending = 0;
     if (c->bev) {
+        /* Before TLS starts, a rediss:// socket is not owned by its plain bufferevent (it is
+         * to be handed over): close it here. */
+        evutil_socket_t fd = c->stage == STAGE_TCP && c->tier->url.tls ? bufferevent_getfd(c->bev)
+                                                                       : EVUTIL_INVALID_SOCKET;
         bufferevent_free(c->bev);
         c->bev = NULL;
+        if (fd != EVUTIL_INVALID_SOCKET)
+            evutil_closesocket(fd);
     }
     if (c->reader) {
         redisReaderFree(c->reader);
@@ -827,9 +852,14 @@ static void handshake_reply(redis_conn *c, const char *what, const redisReply *r
     pgw_redis_tier *tier = c->tier;
     if (reply->type == REDIS_REPLY_ERROR) {
         /* Redis' AUTH/SELECT errors never repeat the password (WRONGPASS, NOPERM, NOAUTH). */
+        const char *msg = reply->str ? reply->str : "";
         set_error(tier, "redis %s on %.200s:%d refused: %.100s", what, tier->url.host,
-                  tier->url.port, reply->str ? reply->str : "");
-        attempt_failed(c, PGW_REDIS_EVENT_AUTH_FAILED);
+                  tier->url.port, msg);
+        /* Credentials and permissions are AUTH failures; anything else (a server loading its
+         * data, out of clients, a database out of range) is not the password's fault. */
+        int auth = strncmp(msg, "WRONGPASS", 9) == 0 || strncmp(msg, "NOAUTH", 6) == 0 ||
+                   strncmp(msg, "NOPERM", 6) == 0 || strcasestr(msg, "password") != NULL;
+        attempt_failed(c, auth ? PGW_REDIS_EVENT_AUTH_FAILED : PGW_REDIS_EVENT_CONNECT_FAILED);
         return;
     }
     if (--c->handshake_pending == 0)
@@ -856,9 +886,17 @@ static void sub_push(redis_conn *c, const redisReply *reply)
         conn_lost(c);
         return;
     }
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 && elem_is(reply, 0, "pong")) {
+        c->pong_pending = 0;
+        return;
+    }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
         return;
     if (elem_is(reply, 0, "subscribe")) {
+        if (c->ping_ev) {
+            struct timeval tv = ms_to_tv(tier->cfg.sub_ping_interval_ms);
+            evtimer_add(c->ping_ev, &tv);
+        }
         set_subscribed(c, 1);
     } else if (elem_is(reply, 0, "message") && reply->element[2]->type == REDIS_REPLY_STRING) {
         tier->stats.messages++;
@@ -903,11 +941,17 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         struct evbuffer_iovec v[16];
         int nv = evbuffer_peek(in, -1, NULL, v, 16);
         size_t fed = 0;
-        for (int i = 0; i < nv && i < 16; i++) {
-            redisReaderFeed(c->reader, v[i].iov_base, v[i].iov_len);
+        int fed_all = 1;
+        for (int i = 0; i < nv && i < 16 && fed_all; i++) {
+            fed_all = redisReaderFeed(c->reader, v[i].iov_base, v[i].iov_len) == REDIS_OK;
             fed += v[i].iov_len;
         }
         evbuffer_drain(in, fed);
+        if (!fed_all) { /* out of memory: the stream has a hole now */
+            set_error(tier, "redis %s connection: out of memory reading a reply", c->name);
+            conn_failed(c, PGW_REDIS_EVENT_CONNECT_FAILED);
+            break;
+        }
         for (;;) {
             void *reply = NULL;
             if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
@@ -1225,6 +1269,32 @@ static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
     leave(tier);
 }
 
+/* The subscriber may sit idle for long, and a connection can die without a FIN (a NAT or
+ * proxy forgetting it): PING it, and call it lost when the PONG has not come back by the next
+ * tick, so on_subscription(0) tells users within two intervals. */
+static void sub_ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redis_conn *c = arg;
+    pgw_redis_tier *tier = c->tier;
+    if (!c->bev || c->stage != STAGE_READY)
+        return;
+    enter(tier);
+    if (c->pong_pending) {
+        set_error(tier, "redis subscriber connection to %.200s:%d: no PONG within %d ms",
+                  tier->url.host, tier->url.port, tier->cfg.sub_ping_interval_ms);
+        conn_lost(c);
+    } else {
+        const char *argv[1] = {"PING"};
+        size_t lens[1] = {4};
+        pend none = {PEND_NONE, NULL}; /* in subscribed mode the PONG is a push */
+        if (conn_send(c, 1, argv, lens, none, 0) == 0)
+            c->pong_pending = 1;
+        struct timeval tv = ms_to_tv(tier->cfg.sub_ping_interval_ms);
+        evtimer_add(c->ping_ev, &tv);
+    }
+    leave(tier);
+}
+
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 
 static int conn_init(redis_conn *c, pgw_redis_tier *tier, int is_sub)
@@ -1236,6 +1306,8 @@ static int conn_init(redis_conn *c, pgw_redis_tier *tier, int is_sub)
     c->backoff_ms = tier->cfg.reconnect_min_ms;
     c->reconnect_ev = evtimer_new(tier->base, reconnect_cb, c);
     c->connect_timeout_ev = evtimer_new(tier->base, connect_timeout_cb, c);
+    if (is_sub && !(c->ping_ev = evtimer_new(tier->base, sub_ping_cb, c)))
+        return -1;
     return c->reconnect_ev && c->connect_timeout_ev ? 0 : -1;
 }
 
@@ -1262,7 +1334,9 @@ static void conn_cleanup(redis_conn *c)
         event_free(c->reconnect_ev);
     if (c->connect_timeout_ev)
         event_free(c->connect_timeout_ev);
-    c->reconnect_ev = c->connect_timeout_ev = NULL;
+    if (c->ping_ev)
+        event_free(c->ping_ev);
+    c->reconnect_ev = c->connect_timeout_ev = c->ping_ev = NULL;
 }
 
 /* OpenSSL must never prompt on a terminal for a key passphrase. */
@@ -1431,6 +1505,7 @@ pgw_redis_tier *pgw_redis_tier_new(struct event_base *base, const pgw_redis_tier
     PGW_DEFAULT_IF_UNSET(breaker_failures);
     PGW_DEFAULT_IF_UNSET(breaker_cooldown_ms);
     PGW_DEFAULT_IF_UNSET(breaker_cooldown_max_ms);
+    PGW_DEFAULT_IF_UNSET(sub_ping_interval_ms);
     if (tier->cfg.max_value_bytes == 0)
         tier->cfg.max_value_bytes = defaults.max_value_bytes;
     if (tier->cfg.max_pending == 0)

@@ -102,7 +102,9 @@ typedef struct pgw_redis_tier_config {
      * lost (messages published meanwhile are missed: do not rely on pub/sub until the next 1).
      * Called on transitions only, never after pgw_redis_tier_free(). May be NULL. */
     void (*on_subscription)(int up, void *ud);
-    void *message_ud; /* passed to both callbacks */
+    void *message_ud;         /* passed to both callbacks */
+    int sub_ping_interval_ms; /* the subscriber is PINGed this often and called lost when the
+                                 PONG has not come back by the next PING; default 5000 */
 } pgw_redis_tier_config;
 
 typedef struct pgw_redis_tier_stats {

@@ -1,5 +1,5 @@
 /* The event loop that owns all outbound I/O: one libevent base driven by one thread. libcurl's
- * multi handle, hiredis' async context, the HTTP server and every timer live on it. Other
+ * multi handle, the Redis connections, the HTTP server and every timer live on it. Other
  * threads (the gRPC completion-queue threads) never touch those objects: they hand work over
  * with pgw_loop_post(). */
 #ifndef PGW_LOOP_H

@@ -21,8 +21,10 @@ import pgw_tls
 ARN = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/tls-%d"
 KEY = "pgw:v1:bij:"
 # The minimum ACL the gateway needs (README, "Running a fleet").
-MIN_ACL = ["~pgw:*", "&pgw:*", "+get", "+set", "+publish", "+subscribe", "+unsubscribe",
-           "+ping", "+select"]
+# A gateway keeps two connections to Redis: commands, and the fleet's pub/sub subscriber.
+CONNECTIONS = 2
+MIN_ACL = ["~pgw:*", "&pgw:*", "+get", "+set", "+del", "+pttl", "+pexpire", "+publish",
+           "+subscribe", "+unsubscribe", "+ping", "+select"]
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +119,7 @@ def test_end_to_end_through_tls_and_a_second_gateway_hits(gateway, fake_aws, tls
     fake_aws.add_job(arn, status="ACTIVE")
     url = "rediss://127.0.0.1:%d" % r.tls_port
     gw1 = gateway(extra_args=tls_flags(pki, url))
-    wait_metric(gw1, "pgw_redis_connections_total", 1)
+    wait_metric(gw1, "pgw_redis_connections_total", CONNECTIONS)
     assert cache_header(gw1, arn) == "miss"
     # Written through TLS: the value is in that Redis, and our connections are on its TLS port.
     admin = r.client()
@@ -126,7 +128,7 @@ def test_end_to_end_through_tls_and_a_second_gateway_hits(gateway, fake_aws, tls
     assert "laddr=127.0.0.1:%d" % r.tls_port in clients
     # A second gateway (by host name this time: SNI and the DNS SAN) answers from Redis.
     gw2 = gateway(extra_args=tls_flags(pki, "rediss://localhost:%d" % r.tls_port))
-    wait_metric(gw2, "pgw_redis_connections_total", 1)
+    wait_metric(gw2, "pgw_redis_connections_total", CONNECTIONS)
     for _ in range(3):
         assert cache_header(gw2, arn) == "hit"
     assert redis_hits(gw2) == 3
@@ -180,7 +182,7 @@ def test_client_certificate_accepted(gateway, fake_aws, tls_redis, pki):
     gw = gateway(extra_args=tls_flags(
         pki, "rediss://localhost:%d" % r.tls_port, "--redis-cert",
         os.path.join(pki, "allowed.pem"), "--redis-key", os.path.join(pki, "allowed.key")))
-    wait_metric(gw, "pgw_redis_connections_total", 1)
+    wait_metric(gw, "pgw_redis_connections_total", CONNECTIONS)
     assert cache_header(gw, arn) == "miss"
     h.wait_until(lambda: r.client().exists(KEY + arn), timeout=5, what="key in redis")
     assert cache_header(gw, arn) == "hit"
@@ -198,11 +200,11 @@ def test_acl_user_with_the_minimum_acl(gateway, fake_aws, tls_redis, pki):
     env = {"PGW_REDIS_URL": "rediss://pgw-user:%s@127.0.0.1:%d/0" % (password, r.tls_port)}
     ca = ["--redis-ca-file", os.path.join(pki, "ca.pem"), "--l1-max-entries", "0"]
     gw1 = gateway(extra_args=ca, env=env)
-    wait_metric(gw1, "pgw_redis_connections_total", 1)
+    wait_metric(gw1, "pgw_redis_connections_total", CONNECTIONS)
     assert cache_header(gw1, arn) == "miss"
     h.wait_until(lambda: r.client().exists(KEY + arn), timeout=5, what="key in redis")
     gw2 = gateway(extra_args=ca, env=env)
-    wait_metric(gw2, "pgw_redis_connections_total", 1)
+    wait_metric(gw2, "pgw_redis_connections_total", CONNECTIONS)
     assert cache_header(gw2, arn) == "hit"
     assert upstream_calls(fake_aws, arn) == 1
     # The gateway's connections really are that user's.
@@ -247,7 +249,7 @@ def test_password_file_is_reread_at_reconnect(gateway, fake_aws, tls_redis, pki,
     pwfile.write_text(pw1 + "\n")
     gw = gateway(extra_args=tls_flags(pki, "rediss://pgw-user@localhost:%d" % r.tls_port,
                                       "--redis-password-file", str(pwfile)))
-    wait_metric(gw, "pgw_redis_connections_total", 1)
+    wait_metric(gw, "pgw_redis_connections_total", CONNECTIONS)
     a1, a2 = ARN % 60, ARN % 61
     fake_aws.add_job(a1, status="ACTIVE")
     fake_aws.add_job(a2, status="ACTIVE")
@@ -260,7 +262,7 @@ def test_password_file_is_reread_at_reconnect(gateway, fake_aws, tls_redis, pki,
     admin.execute_command("ACL", "SETUSER", "pgw-user", "resetpass", ">" + pw2)
     pwfile.write_text(pw2 + "\n")
     assert admin.execute_command("CLIENT", "KILL", "USER", "pgw-user") >= 1
-    wait_metric(gw, "pgw_redis_connections_total", 2)
+    wait_metric(gw, "pgw_redis_connections_total", 2 * CONNECTIONS)
     assert metric(gw, "pgw_redis_auth_failures_total") == 0
 
     def redis_answers():

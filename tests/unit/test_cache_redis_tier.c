@@ -580,6 +580,28 @@ static void test_commands(int port, pid_t pid)
     CHECK(pgw_redis_tier_publish(tier, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"x", 1) == -1);
     pgw_redis_tier_free(tier);
 
+    /* A server refusing for reasons of its own (out of clients) is a connect failure, not
+     * an AUTH one. */
+    redisContext *adm = pgw_tr_connect(port, NULL, 0);
+    CHECK(adm != NULL);
+    if (adm) {
+        redisReply *r = redisCommand(adm, "CONFIG SET maxclients 1");
+        CHECK(r && r->type == REDIS_REPLY_STATUS);
+        if (r)
+            freeReplyObject(r);
+        tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+        CHECK(tier != NULL);
+        run_for(300);
+        pgw_redis_tier_stats_get(tier, &st);
+        CHECK(!pgw_redis_tier_is_ready(tier) && st.connect_failures >= 1 && st.auth_failures == 0);
+        CHECK(strstr(pgw_redis_tier_last_error(tier), "max number of clients") != NULL);
+        pgw_redis_tier_free(tier);
+        r = redisCommand(adm, "CONFIG SET maxclients 10000");
+        if (r)
+            freeReplyObject(r);
+        redisFree(adm);
+    }
+
     /* No server at all: NULL synchronously. */
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", pgw_tr_free_port());
     cfg = test_config(url);
@@ -708,6 +730,38 @@ static void test_pubsub(int port, const char *password, int db)
     pgw_redis_tier_free(pub);
 }
 
+/* A subscriber whose server stops answering (SIGSTOP: no FIN, like a dead NAT entry) is
+ * called lost within two PING intervals, and comes back once the server does. */
+static void test_sub_liveness(int port, pid_t pid)
+{
+    char url[64], err[256];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    sub_state s;
+    memset(&s, 0, sizeof s);
+    pgw_redis_tier_config cfg = test_config(url);
+    cfg.subscribe_channel = PGW_REDIS_FILL_CHANNEL;
+    cfg.on_message = on_message;
+    cfg.on_subscription = on_subscription;
+    cfg.message_ud = &s;
+    cfg.sub_ping_interval_ms = 100;
+    pgw_redis_tier *tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+    CHECK(tier != NULL);
+    if (!tier)
+        return;
+    CHECK(wait_flag_ge(&s.ups, 1, 3000));
+    run_for(350); /* a few PINGs answered: still up */
+    CHECK(s.downs == 0 && pgw_redis_tier_is_subscribed(tier));
+    pgw_tr_signal(pid, SIGSTOP);
+    int64_t t0 = now_ms();
+    CHECK(wait_flag_ge(&s.downs, 1, 2000));
+    CHECK(now_ms() - t0 <= 2 * cfg.sub_ping_interval_ms + 150);
+    CHECK(!pgw_redis_tier_is_subscribed(tier));
+    CHECK(strstr(pgw_redis_tier_last_error(tier), "PONG") != NULL);
+    pgw_tr_signal(pid, SIGCONT);
+    CHECK(wait_flag_ge(&s.ups, 2, 5000));
+    pgw_redis_tier_free(tier);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -729,6 +783,7 @@ int main(void)
     if (pid > 0) {
         test_commands(port, pid);
         test_pubsub(port, NULL, 0);
+        test_sub_liveness(port, pid);
     }
     pgw_tr_signal(pid, SIGKILL);
 

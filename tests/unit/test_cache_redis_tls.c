@@ -5,6 +5,7 @@
  * user whose password comes from a file re-read at every reconnect. Each failure must mean:
  * not ready, GET answered ERROR at once, the right failure counted and reported once per
  * attempt, and the password never in a message. Skips (77) without redis-server or openssl. */
+#include <dirent.h>
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
@@ -435,8 +436,8 @@ static void test_acl_and_password_file(int port, int tls_port)
     if (!rc)
         return;
     admin_ok(rc,
-             "ACL SETUSER %s reset on ~pgw:* &pgw:* +get +set +publish +subscribe "
-             "+unsubscribe +ping +select",
+             "ACL SETUSER %s reset on ~pgw:* &pgw:* +get +set +del +pttl +pexpire +publish "
+             "+subscribe +unsubscribe +ping +select",
              "pgw-user");
     admin_ok(rc, "ACL SETUSER pgw-user >%s", pw1);
     const char *pwfile = path_of("redis-password");
@@ -551,6 +552,48 @@ static void test_acl_and_password_file(int port, int tls_port)
     redisFree(rc);
 }
 
+static int open_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* Failed attempts at every stage leave no socket behind. */
+static void test_no_fd_leak(int port, int tls_port)
+{
+    char url[128], err[256];
+    events ev;
+    int before = open_fds();
+    const int ports[3] = {pgw_tr_free_port(), port, tls_port}; /* refused, TLS to plain, ok */
+    const char *cas[3] = {"ca.pem", "ca.pem", "rogue.pem"};
+    for (int i = 0; i < 3; i++) {
+        memset(&ev, 0, sizeof ev);
+        snprintf(url, sizeof url, "rediss://127.0.0.1:%d", ports[i]);
+        pgw_redis_tier_config cfg = cfg_for(url, &ev);
+        cfg.connect_timeout_ms = 100;
+        cfg.ca_file = path_of(cas[i]);
+        pgw_redis_tier *tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+        CHECK(tier != NULL);
+        run_for(700);
+        pgw_redis_tier_stats st;
+        if (tier) {
+            pgw_redis_tier_stats_get(tier, &st);
+            CHECK(st.connect_failures + st.tls_failures >= 3);
+        }
+        pgw_redis_tier_free(tier);
+    }
+    run_for(50);
+    CHECK(open_fds() == before);
+    if (open_fds() != before)
+        fprintf(stderr, "  fds: %d before, %d after\n", before, open_fds());
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -581,6 +624,7 @@ int main(void)
         test_tls_failures(port, tls_port, tls_b);
         test_client_certificates(tls_c);
         test_acl_and_password_file(port, tls_port);
+        test_no_fd_leak(port, tls_port);
     }
     pgw_tr_signal(a, SIGKILL);
     pgw_tr_signal(b, SIGKILL);
