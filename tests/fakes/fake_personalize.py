@@ -184,6 +184,7 @@ class State:
             "personalize": {
                 "requests": 0,
                 "per_arn": {},
+                "answered": {},
                 "per_access_key": {},
                 "responses_by_status": {},
                 "errors_by_type": {},
@@ -721,6 +722,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                "Could not find batch inference job arn = %s" % arn)
             status = 200
             self._send(200, json.dumps(job), JSON_11)
+            with st.lock:
+                # The status each ARN was last answered with, and when it was first answered
+                # so: the moment a poll saw a change (bench/watch_bench.py measures from it).
+                inner = job.get("batchInferenceJob") if isinstance(job, dict) else None
+                now_status = inner.get("status") if isinstance(inner, dict) else None
+                answered = st.stats["personalize"]["answered"]
+                if answered.get(arn, {}).get("status") != now_status:
+                    answered[arn] = {"status": now_status, "first_at": time.time()}
         except AwsError as err:
             status = err.status
             with st.lock:
