@@ -2,10 +2,11 @@
  *
  *   completion-queue thread: identity, decode, watch for the close, hand over to the loop
  *   loop thread:
- *     open      a --watch-max-streams slot (RESOURCE_EXHAUSTED without one), then
- *               pgw_lookup_start: the Describe path (ARN check, policy, caller limits, caches)
+ *     open      pgw_lookup_start: the Describe path (ARN check, policy, caller limits, caches),
+ *               under --max-concurrent-calls like a Describe call
  *     first     an error ends the stream with Describe's code and no message; the job is the
- *               first message, and unless it is terminal the stream attaches to the registry
+ *               first message, and unless it is terminal the stream takes a --watch-max-streams
+ *               slot (RESOURCE_EXHAUSTED without one) and attaches to the registry
  *     streaming each update of the registry (service/watch.h) is queued and sent
  *     ending     a terminal job goes out with the OK status in one batch; NOT_FOUND, or
  *               UNAVAILABLE at shutdown, as a status alone
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "service/call_limit.h"
 #include "service/grpc_rpc.h"
 #include "service/grpc_server.h"
 #include "service/log.h"
@@ -43,7 +45,7 @@ typedef struct job_stream {
     int last_send_ok; /* the batch that just completed: written before its task is posted */
 
     /* loop-thread state */
-    int reserved; /* holds a slot not yet handed over to a watcher */
+    int holds_call_place; /* a --max-concurrent-calls place while the open's lookup runs */
     pgw_lookup_req *lookup;
     pgw_watcher *watcher;
     int sending;               /* a batch is in flight */
@@ -66,6 +68,16 @@ static void refuse(pgw_grpc_call *c, grpc_status_code code, const char *message)
 {
     pgw_metrics_watch_ended(FRONTEND, (pgw_code)code);
     pgw_grpc_call_answer(c, code, message, NULL);
+}
+
+/* Gives back the --max-concurrent-calls place the open took (any thread; once). */
+static void leave_call_limit(pgw_grpc_call *c)
+{
+    job_stream *s = c->state;
+    if (s->holds_call_place) {
+        s->holds_call_place = 0;
+        pgw_call_limit_leave(pgw_grpc_server_opts(c->server)->call_limit);
+    }
 }
 
 /* --- loop thread --- */
@@ -94,10 +106,7 @@ static void abandon(pgw_grpc_call *c)
         pgw_watch_detach(s->watcher);
         s->watcher = NULL;
     }
-    if (s->reserved) {
-        s->reserved = 0;
-        pgw_watch_unreserve(registry_of(c));
-    }
+    leave_call_limit(c);
     if (s->pending) {
         grpc_byte_buffer_destroy(s->pending);
         s->pending = NULL;
@@ -163,16 +172,47 @@ static void on_update(const pgw_watch_update *u, void *user_data)
     pump(c);
 }
 
+/* Takes a --watch-max-streams slot. Returns 0, or -1 with the end of the stream queued. */
+static int take_slot(pgw_grpc_call *c)
+{
+    job_stream *s = c->state;
+    pgw_watch_registry *reg = registry_of(c);
+    switch (pgw_watch_reserve(reg)) {
+    case PGW_WATCH_RESERVED:
+        return 0;
+    case PGW_WATCH_FULL: {
+        pgw_metrics_rejected("watch_max_streams");
+        char message[160];
+        snprintf(message, sizeof(message),
+                 "the gateway holds its maximum of %d watch streams (--watch-max-streams): "
+                 "retry later or on another replica",
+                 pgw_watch_max_streams(reg));
+        queue_end(s, PGW_RESOURCE_EXHAUSTED, message);
+        return -1;
+    }
+    case PGW_WATCH_SHUT_DOWN:
+        break;
+    }
+    queue_end(s, PGW_UNAVAILABLE, "the gateway is shutting down: reconnect");
+    return -1;
+}
+
+/* The open's lookup answered: Describe's answer is the first message, or its error the end. A
+ * job still running then needs a slot (after the checks, so that a caller who may not see the
+ * job, or asks for a malformed ARN, hears that whatever the slots). */
 static void on_first(const pgw_lookup_result *res, void *user_data)
 {
     pgw_grpc_call *c = user_data;
     job_stream *s = c->state;
-    pgw_watch_registry *reg = registry_of(c);
     s->lookup = NULL;
+    leave_call_limit(c);
     if (res->code != PGW_OK) {
-        s->reserved = 0;
-        pgw_watch_unreserve(reg);
         queue_end(s, res->code, res->message);
+        pump(c);
+        return;
+    }
+    int terminal = pgw_watch_job_is_terminal(res->job_pb, res->job_pb_len);
+    if (!terminal && take_slot(c) != 0) {
         pump(c);
         return;
     }
@@ -181,12 +221,11 @@ static void on_first(const pgw_lookup_result *res, void *user_data)
     pgw_grpc_call_add_metadata(c, "x-cache", pgw_cache_source_name(res->source));
     pgw_grpc_call_add_metadata(c, "age", age);
     queue_job(s, res->job_pb, res->job_pb_len);
-    if (pgw_watch_job_is_terminal(res->job_pb, res->job_pb_len)) {
-        s->reserved = 0;
-        pgw_watch_unreserve(reg);
+    if (terminal) {
         queue_end(s, PGW_OK, NULL);
     } else {
-        s->reserved = 0; /* the watcher takes the slot over (attach releases it on failure) */
+        /* The watcher takes the slot over (attach gives it back on failure). */
+        pgw_watch_registry *reg = registry_of(c);
         s->watcher = pgw_watch_attach(reg, s->arn, res->job_pb, res->job_pb_len, on_update, c);
         if (!s->watcher)
             queue_end(s, pgw_watch_is_shut_down(reg) ? PGW_UNAVAILABLE : PGW_INTERNAL,
@@ -202,27 +241,6 @@ static void loop_open(void *arg)
     job_stream *s = c->state;
     if (s->gone) { /* cancelled before the loop got to it */
         finish(c, PGW_CANCELLED);
-        return;
-    }
-    pgw_watch_registry *reg = registry_of(c);
-    switch (pgw_watch_reserve(reg)) {
-    case PGW_WATCH_RESERVED:
-        s->reserved = 1;
-        break;
-    case PGW_WATCH_FULL: {
-        pgw_metrics_rejected("watch_max_streams");
-        char message[160];
-        snprintf(message, sizeof(message),
-                 "the gateway holds its maximum of %d watch streams (--watch-max-streams): "
-                 "retry later or on another replica",
-                 pgw_watch_max_streams(reg));
-        queue_end(s, PGW_RESOURCE_EXHAUSTED, message);
-        pump(c);
-        return;
-    }
-    case PGW_WATCH_SHUT_DOWN:
-        queue_end(s, PGW_UNAVAILABLE, "the gateway is shutting down: reconnect");
-        pump(c);
         return;
     }
     pgw_lookup_params p = {
@@ -276,16 +294,11 @@ static void post(pgw_grpc_call *c, pgw_loop_fn fn)
         pgw_grpc_call_unref(c); /* the loop is gone: so is the stream's state there */
 }
 
-static void on_new(pgw_grpc_call *c)
+/* Ends a new call at once, if something stops it before the loop: returns nonzero then. */
+static int refused_early(pgw_grpc_call *c)
 {
     const pgw_grpc_server_options *o = pgw_grpc_server_opts(c->server);
-    job_stream *s = calloc(1, sizeof(*s));
-    if (!s) {
-        refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        pgw_grpc_call_unref(c);
-        return;
-    }
-    c->state = s;
+    job_stream *s = c->state;
     const char *unauthenticated = pgw_grpc_call_require_identity(c);
     if (unauthenticated) {
         refuse(c, GRPC_STATUS_UNAUTHENTICATED, unauthenticated);
@@ -296,17 +309,50 @@ static void on_new(pgw_grpc_call *c)
     } else if (pgw_grpc_read_arn_request(c->payload, s->arn, sizeof(s->arn), &s->arn_len) != 0) {
         refuse(c, GRPC_STATUS_INVALID_ARGUMENT,
                "the request is not a valid WatchBatchInferenceJobRequest message");
-    } else if (pgw_grpc_call_watch_close(c) != 0) {
-        pgw_metrics_watch_ended(FRONTEND, PGW_CANCELLED);
+    } else if (!pgw_call_limit_enter(o->call_limit)) {
+        /* Opening is a Describe call, under the same bound; the stream then holds a slot. */
+        pgw_metrics_rejected("max_concurrent_calls");
+        char message[160];
+        snprintf(message, sizeof(message),
+                 "the gateway is serving its maximum of %d concurrent calls "
+                 "(--max-concurrent-calls): retry later",
+                 pgw_call_limit_max(o->call_limit));
+        refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED, message);
     } else {
-        s->no_cache = pgw_grpc_call_wants_no_cache(c);
-        s->deadline_ms = pgw_grpc_call_deadline_ms(c);
-        /* The new-call reference becomes the loop's. */
-        if (pgw_loop_post(o->loop, loop_open, c) == 0)
-            return;
-        refuse(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down: reconnect");
+        s->holds_call_place = o->call_limit != NULL;
+        return 0;
     }
-    pgw_grpc_call_unref(c);
+    return 1;
+}
+
+static void on_new(pgw_grpc_call *c)
+{
+    const pgw_grpc_server_options *o = pgw_grpc_server_opts(c->server);
+    job_stream *s = calloc(1, sizeof(*s));
+    if (!s) {
+        refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        pgw_grpc_call_unref(c);
+        return;
+    }
+    c->state = s;
+    if (refused_early(c)) {
+        pgw_grpc_call_unref(c);
+        return;
+    }
+    if (pgw_grpc_call_watch_close(c) != 0) { /* the call is over already */
+        leave_call_limit(c);
+        pgw_metrics_watch_ended(FRONTEND, PGW_CANCELLED);
+        pgw_grpc_call_unref(c);
+        return;
+    }
+    s->no_cache = pgw_grpc_call_wants_no_cache(c);
+    s->deadline_ms = pgw_grpc_call_deadline_ms(c);
+    /* The new-call reference becomes the loop's. */
+    if (pgw_loop_post(o->loop, loop_open, c) != 0) {
+        leave_call_limit(c);
+        refuse(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down: reconnect");
+        pgw_grpc_call_unref(c);
+    }
 }
 
 static void on_send_done(pgw_grpc_call *c, int ok)

@@ -666,6 +666,7 @@ pgw_http_server *pgw_http_server_new(const pgw_http_server_options *options, cha
         .base = s->base,
         .lookup = options->lookup,
         .watch = options->watch,
+        .call_limit = options->call_limit,
         .open_timeout_ms = options->request_timeout_ms,
         .heartbeat_ms = options->request_timeout_ms / 2 < SSE_HEARTBEAT_MS
                             ? options->request_timeout_ms / 2

@@ -19,6 +19,7 @@
 
 #include "personalize_gateway/v1/personalize_gateway.pb-c.h"
 #include "service/aws/job_json.h"
+#include "service/call_limit.h"
 #include "service/clock.h"
 #include "service/lookup.h"
 #include "service/metrics.h"
@@ -36,12 +37,12 @@ typedef struct sse_stream {
     struct event *heartbeat;
     pgw_lookup_req *lookup;
     pgw_watcher *watcher;
-    int reserved;  /* a slot not yet handed to a watcher */
-    int starting;  /* inside pgw_lookup_start */
-    int started;   /* the 200 and its headers are out: errors become an error event */
-    int writing;   /* a chunk is being written */
-    int finished;  /* answered or abandoned: free when the stack unwinds */
-    char *pending; /* the next event's text (the latest state only) */
+    int holds_call_place; /* a --max-concurrent-calls place while the open's lookup runs */
+    int starting;         /* inside pgw_lookup_start */
+    int started;          /* the 200 and its headers are out: errors become an error event */
+    int writing;          /* a chunk is being written */
+    int finished;         /* answered or abandoned: free when the stack unwinds */
+    char *pending;        /* the next event's text (the latest state only) */
     int end_queued;
     pgw_code end_code;
     char arn[300]; /* what lookup checked; attach needs it */
@@ -54,6 +55,14 @@ static void set_header(struct evhttp_request *req, const char *name, const char 
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     evhttp_remove_header(out, name);
     evhttp_add_header(out, name, value);
+}
+
+static void leave_call_limit(sse_stream *st)
+{
+    if (st->holds_call_place) {
+        st->holds_call_place = 0;
+        pgw_call_limit_leave(st->o->call_limit);
+    }
 }
 
 /* Disarms every callback of the stream and gives back what it holds in the registry. */
@@ -77,10 +86,7 @@ static void release(sse_stream *st)
         pgw_watch_detach(st->watcher);
         st->watcher = NULL;
     }
-    if (st->reserved) {
-        st->reserved = 0;
-        pgw_watch_unreserve(st->o->watch);
-    }
+    leave_call_limit(st);
     free(st->pending);
     st->pending = NULL;
 }
@@ -257,16 +263,47 @@ static void on_peer_closed(evutil_socket_t fd, short what, void *arg)
     evhttp_connection_free(st->evcon); /* runs on_connection_close */
 }
 
+/* A --watch-max-streams slot for a job still running. Returns 0, or -1 with the stream ended
+ * (before any event: the plain GET's error shape). */
+static int take_slot(sse_stream *st)
+{
+    switch (pgw_watch_reserve(st->o->watch)) {
+    case PGW_WATCH_RESERVED:
+        return 0;
+    case PGW_WATCH_FULL: {
+        pgw_metrics_rejected("watch_max_streams");
+        char message[160];
+        snprintf(message, sizeof(message),
+                 "the gateway holds its maximum of %d watch streams (--watch-max-streams): "
+                 "retry later or on another replica",
+                 pgw_watch_max_streams(st->o->watch));
+        end_with_error(st, PGW_RESOURCE_EXHAUSTED, message);
+        return -1;
+    }
+    case PGW_WATCH_SHUT_DOWN:
+        break;
+    }
+    end_with_error(st, PGW_UNAVAILABLE, "the gateway is shutting down: reconnect");
+    return -1;
+}
+
+/* The open's lookup answered: an error is the plain GET's answer; a job starts the stream. */
 static void on_first(const pgw_lookup_result *res, void *user_data)
 {
     sse_stream *st = user_data;
     st->lookup = NULL;
+    leave_call_limit(st);
     if (res->code != PGW_OK) {
         end_with_error(st, res->code, res->message);
         return;
     }
+    int terminal = pgw_watch_job_is_terminal(res->job_pb, res->job_pb_len);
+    if (!terminal && take_slot(st) != 0)
+        return;
     char *first = job_event(res->job_pb, res->job_pb_len);
     if (!first) {
+        if (!terminal)
+            pgw_watch_unreserve(st->o->watch);
         end_with_error(st, PGW_INTERNAL, "the job does not render as JSON");
         return;
     }
@@ -285,12 +322,10 @@ static void on_first(const pgw_lookup_result *res, void *user_data)
     evhttp_send_reply_start(st->req, 200, "OK");
     st->started = 1;
     queue(st, first);
-    if (pgw_watch_job_is_terminal(res->job_pb, res->job_pb_len)) {
-        st->reserved = 0;
-        pgw_watch_unreserve(st->o->watch);
+    if (terminal) {
         queue_end(st, PGW_OK, NULL);
     } else {
-        st->reserved = 0; /* the watcher takes the slot over (attach releases it on failure) */
+        /* The watcher takes the slot over (attach gives it back on failure). */
         st->watcher =
             pgw_watch_attach(st->o->watch, st->arn, res->job_pb, res->job_pb_len, on_update, st);
         if (!st->watcher)
@@ -326,24 +361,18 @@ void pgw_http_sse_start(const pgw_http_sse_options *o, struct evhttp_request *re
                 event_add(st->close_watch, NULL);
         }
     }
-    switch (pgw_watch_reserve(o->watch)) {
-    case PGW_WATCH_RESERVED:
-        st->reserved = 1;
-        break;
-    case PGW_WATCH_FULL: {
-        pgw_metrics_rejected("watch_max_streams");
+    if (!pgw_call_limit_enter(o->call_limit)) {
+        /* Opening is a Describe call, under the same bound; the stream then holds a slot. */
+        pgw_metrics_rejected("max_concurrent_calls");
         char message[160];
         snprintf(message, sizeof(message),
-                 "the gateway holds its maximum of %d watch streams (--watch-max-streams): "
-                 "retry later or on another replica",
-                 pgw_watch_max_streams(o->watch));
+                 "the gateway is serving its maximum of %d concurrent calls "
+                 "(--max-concurrent-calls): retry later",
+                 pgw_call_limit_max(o->call_limit));
         end_with_error(st, PGW_RESOURCE_EXHAUSTED, message);
         return;
     }
-    case PGW_WATCH_SHUT_DOWN:
-        end_with_error(st, PGW_UNAVAILABLE, "the gateway is shutting down: reconnect");
-        return;
-    }
+    st->holds_call_place = o->call_limit != NULL;
     st->heartbeat = event_new(o->base, -1, EV_PERSIST, on_heartbeat, st);
     if (st->heartbeat) {
         struct timeval tv = {o->heartbeat_ms / 1000, (o->heartbeat_ms % 1000) * 1000};

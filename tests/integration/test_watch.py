@@ -194,6 +194,15 @@ def test_watch_max_streams_reached_is_resource_exhausted(gateway, fake_aws):
         assert "--watch-max-streams" in third.details
         status, _, body = gw.http_get("/v1/batch-inference-jobs/%s?watch=true" % arns[2])
         assert status == 429, body
+        # The Describe checks come first: a malformed ARN is still INVALID_ARGUMENT, and a job
+        # already done needs no slot (one message, then OK).
+        bad = h.WatchStream(ch, "not-an-arn", timeout=30)
+        assert bad.wait_done(5) == grpc.StatusCode.INVALID_ARGUMENT
+        done_arn = PREFIX + "bounded-done"
+        fake_aws.add_job(done_arn, status="ACTIVE")
+        done = h.WatchStream(ch, done_arn, timeout=30)
+        assert done.wait_done(5) == grpc.StatusCode.OK
+        assert done.statuses() == ["ACTIVE"]
         a.cancel()
         a.wait_done(5)
         h.wait_until(lambda: watch_gauges(gw)[0] == 1, timeout=2, what="a slot given back")
