@@ -22,7 +22,10 @@ struct pgw_admission_ticket {
 
 struct pgw_admission {
     pgw_admission_options options;
-    struct event *turn; /* grants the head of the queue; active while a grant is possible */
+    /* Zero-delay timer that grants the head of the queue; pending while a grant is possible.
+     * A timer, not event_active: libevent would run a re-activated event again in the same
+     * pass, before it polls for I/O. */
+    struct event *turn;
     pgw_admission_ticket *head, *tail;
     int queued;
     int in_flight;
@@ -53,8 +56,10 @@ static void unlink_ticket(pgw_admission_ticket *t)
 /* Makes sure a turn comes when one could grant or drop something. */
 static void schedule_turn(pgw_admission *a)
 {
-    if (a->head && a->in_flight < a->options.max_in_flight)
-        event_active(a->turn, 0, 0);
+    if (a->head && a->in_flight < a->options.max_in_flight && !evtimer_pending(a->turn, NULL)) {
+        struct timeval zero = {0, 0};
+        evtimer_add(a->turn, &zero);
+    }
 }
 
 /* One turn: the first tickets in line get their slot, or are dropped when their deadline no
@@ -98,7 +103,7 @@ pgw_admission *pgw_admission_new(struct event_base *base, const pgw_admission_op
         a->options.max_queued = 0;
     if (a->options.grants_per_turn <= 0)
         a->options.grants_per_turn = DEFAULT_GRANTS_PER_TURN;
-    a->turn = event_new(base, -1, 0, on_turn, a);
+    a->turn = evtimer_new(base, on_turn, a);
     if (!a->turn) {
         free(a);
         return NULL;

@@ -21,6 +21,7 @@ typedef struct loop_task {
 struct pgw_loop {
     struct event_base *base;
     struct event *wakeup; /* activated by pgw_loop_post from any thread */
+    struct event *again;  /* zero-delay timer: the next batch, after a look at the I/O */
     pthread_t thread;
     int started;
 
@@ -51,11 +52,14 @@ static void run_posted(evutil_socket_t fd, short what, void *arg)
     int stopping = loop->stopping;
     pthread_mutex_unlock(&loop->mu);
     /* Left-overs (of this batch, or posted while it ran) run on the next turn, after the
-     * I/O that is ready now. */
-    if (more)
-        event_active(loop->wakeup, 0, 0);
-    else if (stopping)
+     * I/O that is ready now: a timer, because libevent runs an event activated from inside
+     * its own pass in that same pass, before it polls for I/O again. */
+    if (more) {
+        struct timeval zero = {0, 0};
+        evtimer_add(loop->again, &zero);
+    } else if (stopping) {
         event_base_loopbreak(loop->base);
+    }
 }
 
 pgw_loop *pgw_loop_new(void)
@@ -80,9 +84,11 @@ pgw_loop *pgw_loop_new(void)
         event_base_free(loop->base);
         loop->base = NULL;
     }
-    if (loop->base)
+    if (loop->base) {
         loop->wakeup = event_new(loop->base, -1, EV_PERSIST, run_posted, loop);
-    if (!loop->base || !loop->wakeup) {
+        loop->again = evtimer_new(loop->base, run_posted, loop);
+    }
+    if (!loop->base || !loop->wakeup || !loop->again) {
         pgw_loop_free(loop);
         return NULL;
     }
@@ -171,6 +177,8 @@ void pgw_loop_free(pgw_loop *loop)
     }
     if (loop->wakeup)
         event_free(loop->wakeup);
+    if (loop->again)
+        event_free(loop->again);
     if (loop->base)
         event_base_free(loop->base);
     pthread_mutex_destroy(&loop->mu);
