@@ -1,6 +1,7 @@
 /* The event loop's hand-over: tasks run in posting order from any thread; posted tasks run in
- * bounded batches with ready I/O in between; bulk-priority events wait behind every ready
- * default-priority one; stop runs what was posted. */
+ * bounded batches with ready I/O in between; urgent tasks overtake normal ones not yet run;
+ * bulk-priority events wait behind every ready default-priority one; stop runs what was
+ * posted. */
 #include <event2/event.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -17,6 +18,13 @@ static int in_order = 1;
 static int io_ran_at = -1; /* n_ran when the default-priority event ran */
 static int bulk_ran_at = -1;
 static struct event *io_ev, *bulk_ev;
+static pgw_loop *the_loop;
+static int urgent_ran_at[2] = {-1, -1};
+
+static void urgent_task(void *arg)
+{
+    urgent_ran_at[(intptr_t)arg] = n_ran;
+}
 static int pair[2]; /* a byte written to pair[1] makes io_ev's socket readable */
 
 static void task(void *arg)
@@ -33,6 +41,8 @@ static void task(void *arg)
         event_active(bulk_ev, 0, 0);
         CHECK(write(pair[1], "x", 1) == 1);
     }
+    if (i == 100) /* a cache hit's lookup arrives in the middle of the burst */
+        CHECK(pgw_loop_post_urgent(the_loop, urgent_task, (void *)1) == 0);
 }
 
 static void on_io(evutil_socket_t fd, short what, void *arg)
@@ -61,8 +71,10 @@ static void test_batches_and_priorities(void)
     CHECK(event_priority_set(io_ev, PGW_LOOP_PRIORITY_DEFAULT) == 0);
     CHECK(event_priority_set(bulk_ev, PGW_LOOP_PRIORITY_BULK) == 0);
     /* Everything is posted before the loop runs: one long FIFO, as a burst of misses. */
+    the_loop = loop;
     for (int i = 0; i < N_TASKS; i++)
         CHECK(pgw_loop_post(loop, task, (void *)(intptr_t)i) == 0);
+    CHECK(pgw_loop_post_urgent(loop, urgent_task, (void *)0) == 0);
     CHECK(pgw_loop_start(loop) == 0);
     for (int i = 0; i < 500 && n_ran < N_TASKS; i++)
         usleep(2000);
@@ -73,6 +85,10 @@ static void test_batches_and_priorities(void)
     CHECK(io_ran_at > 0 && io_ran_at < N_TASKS / 2);
     /* ... and the bulk event only once no default-priority work was left. */
     CHECK(bulk_ran_at == N_TASKS);
+    /* Urgent tasks overtake the normal ones: the one posted last ran first, the one posted
+     * by task 100 right after that task's batch. */
+    CHECK(urgent_ran_at[0] == 0);
+    CHECK(urgent_ran_at[1] > 100 && urgent_ran_at[1] <= 128);
     event_free(io_ev);
     event_free(bulk_ev);
     close(pair[0]);
