@@ -19,7 +19,9 @@ its Redis GET timed out behind them, turned into an upstream call (x-cache: miss
 
 The upstream bounds are set to 500 in flight and 500 queued rather than the defaults (1,000
 each): the fake is a Python process on the same two cores, and 1,000 requests answered at
-once would make it, not the gateway, the thing measured. bench/ runs the defaults. The cold ARNs are unknown to the fake, so the upstream's answer is
+once would make it, not the gateway, the thing measured. For the same reason the fake and the
+burst client run in sessions of their own (the kernel's autogroups then share the CPU between
+processes, not between their hundreds of threads). bench/miss_burst.sh runs the defaults. The cold ARNs are unknown to the fake, so the upstream's answer is
 NOT_FOUND, and NOT_FOUND is not cached (--cache-ttl-not-found-s 0): both bursts ask for the
 same cold ARNs and neither leaves cache entries behind.
 """
@@ -28,6 +30,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.parse
 
 import grpc
 import pytest
@@ -75,7 +78,7 @@ def burst_with_hits(gw, tmp_path, name):
     started = tmp_path / (name + ".started")
     proc = subprocess.Popen([h.PYTHON, BURST, gw.grpc_target, str(MISSES), COLD,
                              str(DEADLINE_S), str(out), "--start-file", str(started)],
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     # Its own connection (a local subchannel pool), so hits do not share an HTTP/2
     # connection with anything else.
     ch = grpc.insecure_channel(gw.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)])
@@ -182,3 +185,64 @@ def test_cached_lookups_keep_their_latency_during_a_burst_of_misses(request, gat
     assert growth_two < growth_one, (rss_before, rss_one, rss_two)
     assert rss_two - rss_before < 256 * 1024, (rss_before, rss_one, rss_two)
     assert not gw.sanitizer_findings()
+
+
+def test_gateway_call_limit_refuses_fast_and_spares_hits(gateway, fake_aws):
+    """--max-concurrent-calls: calls past it get RESOURCE_EXHAUSTED at once (HTTP: 429, or
+    ThrottlingException on the AWS-compatible POST /), fresh in-process hits are still
+    answered, and the places come back when the calls end."""
+    limit, n = 50, 200
+    fake_aws.add_job(HOT, status="ACTIVE")
+    gw = gateway(extra_args=["--max-concurrent-calls", str(limit)])
+    gw.wait_readyz()
+    h.describe(gw.grpc_target, HOT)
+    fake_aws.set_latency(UPSTREAM_MS)
+    ch = grpc.insecure_channel(gw.grpc_target)
+    stub, request = h.describe_stub(ch)
+    t0 = time.monotonic()
+    futures = [stub.future(request(batch_inference_job_arn=COLD + "limit-%d" % i),
+                           timeout=DEADLINE_S) for i in range(n)]
+    ends = {}
+    for i, f in enumerate(futures):
+        f.add_done_callback(lambda _f, i=i: ends.setdefault(i, time.monotonic()))
+    try:
+        h.wait_until(lambda: len(ends) >= n - limit, timeout=DEADLINE_S,
+                     what="the calls past the limit to be refused")
+        # While the gateway is full: hits are answered, misses refused on every frontend.
+        resp, md, _ = h.describe(gw.grpc_target, HOT)
+        assert dict(md).get("x-cache") == "hit"
+        rest = "/v1/batch-inference-jobs/" + urllib.parse.quote(COLD + "http", safe="")
+        status, _, body = gw.http_get(rest)
+        assert status == 429, body
+        assert b"--max-concurrent-calls" in body
+        status, _, _ = gw.http_get("/v1/batch-inference-jobs/" + urllib.parse.quote(HOT, safe=""))
+        assert status == 200
+        status, _, body = h.http_request(
+            "POST", gw.http_url + "/", body=json.dumps({"batchInferenceJobArn": COLD + "aws"}),
+            headers={"X-Amz-Target": "AmazonPersonalize.DescribeBatchInferenceJob",
+                     "Content-Type": "application/x-amz-json-1.1"})
+        assert status == 400 and json.loads(body)["__type"] == "ThrottlingException", body
+    finally:
+        codes = []
+        for f in futures:
+            try:
+                f.result()
+                codes.append(("OK", ""))
+            except grpc.RpcError as e:
+                codes.append((e.code().name, e.details()))
+        ch.close()
+    refused = [i for i, (c, _) in enumerate(codes) if c == "RESOURCE_EXHAUSTED"]
+    answered = [i for i, (c, _) in enumerate(codes) if c == "NOT_FOUND"]
+    assert len(refused) + len(answered) == n, set(c for c, _ in codes)
+    assert len(answered) <= limit and len(refused) >= n - limit
+    assert all("--max-concurrent-calls" in codes[i][1] for i in refused)
+    # Refused at once: long before the upstream could have answered anything.
+    assert max(ends[i] - t0 for i in refused) < UPSTREAM_MS / 1000.0
+    _, _, page = gw.http_get("/metrics")
+    assert ('pgw_rejected_total{reason="max_concurrent_calls"} %d' % (len(refused) + 2)
+            ).encode() in page  # the gRPC refusals, the REST one and the POST / one
+    # Every place was given back: a new miss is served again.
+    fake_aws.set_latency(0)
+    fake_aws.add_job(COLD + "after", status="ACTIVE")
+    resp, _, _ = h.describe(gw.grpc_target, COLD + "after")
+    assert resp.batch_inference_job.batch_inference_job_arn == COLD + "after"
