@@ -6,8 +6,10 @@
  *
  * Everything runs on the loop thread. A request (pgw_lookup_req) belongs to its caller until
  * its callback runs or it is cancelled; a fetch (one upstream call, shared through
- * singleflight) belongs to the lookup and always completes, even when every caller has left,
- * because its answer refreshes the cache. */
+ * singleflight) belongs to the lookup and, once started, always completes, even when every
+ * caller has left, because its answer refreshes the cache. Before it starts it waits for an
+ * upstream slot (service/admission.h, when bounded): refused there it fails its callers with
+ * UNAVAILABLE, and one whose callers all left while it waited is dropped at its turn. */
 #include "service/lookup.h"
 
 #include <event2/event.h>
