@@ -511,7 +511,8 @@ static void on_new_describe(rpc *r)
         .identity = r->has_identity ? r->identity : NULL,
         .frontend = "grpc",
     };
-    if (pgw_lookup_answer_cached(s->options.lookup, &p, on_cached_answer, r)) {
+    pgw_cached_answer cached = pgw_lookup_answer_cached(s->options.lookup, &p, on_cached_answer, r);
+    if (cached == PGW_CACHED_ANSWERED) {
         rpc_unref(r);
         return;
     }
@@ -528,8 +529,12 @@ static void on_new_describe(rpc *r)
         rpc_unref(r);
         return;
     }
-    /* The new-call reference becomes the loop's. */
-    if (pgw_loop_post(s->options.loop, loop_start_lookup, r) != 0) {
+    /* The new-call reference becomes the loop's. A lookup the in-process cache expects to
+     * hit goes ahead of the lookups of cold ARNs, however many of those are waiting. */
+    int posted = cached == PGW_CACHED_KNOWN
+                     ? pgw_loop_post_urgent(s->options.loop, loop_start_lookup, r)
+                     : pgw_loop_post(s->options.loop, loop_start_lookup, r);
+    if (posted != 0) {
         reject(r, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
         rpc_unref(r);
     }
