@@ -299,39 +299,39 @@ static int answer_from_entry(pgw_lookup_req *req, const uint8_t *bytes, size_t l
     return 0;
 }
 
-/* Answers from the copy kept for stale-on-error when it is in fact still fresh by its TTL.
- * Returns 1 if answered. */
+/* Answers from the copy kept for stale-on-error (req->stale) and frees it. Returns 0 when the
+ * bytes do not decode. */
+static int answer_kept_copy(pgw_lookup_req *req, pgw_cache_source source)
+{
+    uint8_t *bytes = req->stale;
+    size_t len = req->stale_len;
+    req->stale = NULL; /* answer_from_entry frees req; keep the bytes alive through it */
+    int rc = answer_from_entry(req, bytes, len, source);
+    free(bytes);
+    return rc == 0;
+}
+
+/* Answers from the kept copy when it is in fact still fresh by its TTL. Returns 1 if
+ * answered. */
 static int answer_fresh_copy(pgw_lookup_req *req)
 {
     pgw_cache_entry e;
     if (!req->stale || pgw_cache_entry_decode(req->stale, req->stale_len, &e) != 0 ||
         !pgw_cache_entry_is_fresh(&e, pgw_now_wall_ms()))
         return 0;
-    uint8_t *bytes = req->stale;
-    size_t len = req->stale_len;
-    req->stale = NULL; /* answer_from_entry frees req; keep the bytes alive through it */
-    int rc = answer_from_entry(req, bytes, len, PGW_SOURCE_L1);
-    free(bytes);
-    return rc == 0;
+    return answer_kept_copy(req, PGW_SOURCE_L1);
 }
 
 /* Serves the stale copy a failed fetch left us with, if any. Returns 1 if answered. */
 static int answer_stale(pgw_lookup_req *req)
 {
-    if (!req->stale)
-        return 0;
     pgw_cache_entry e;
-    if (pgw_cache_entry_decode(req->stale, req->stale_len, &e) != 0 ||
+    if (!req->stale || pgw_cache_entry_decode(req->stale, req->stale_len, &e) != 0 ||
         e.kind != PGW_CACHE_ENTRY_POSITIVE ||
         !pgw_cache_entry_is_stale_usable(&e, pgw_now_wall_ms()))
         return 0;
     pgw_metrics_cache_stale_served();
-    uint8_t *bytes = req->stale;
-    size_t len = req->stale_len;
-    req->stale = NULL; /* answer_from_entry frees req; keep the bytes alive through it */
-    int rc = answer_from_entry(req, bytes, len, PGW_SOURCE_STALE);
-    free(bytes);
-    return rc == 0;
+    return answer_kept_copy(req, PGW_SOURCE_STALE);
 }
 
 static void keep_stale(pgw_lookup_req *req, const uint8_t *bytes, size_t len)
