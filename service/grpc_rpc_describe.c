@@ -206,7 +206,8 @@ static void on_new(pgw_grpc_call *c)
         .identity = c->has_identity ? c->identity : NULL,
         .frontend = "grpc",
     };
-    if (pgw_lookup_answer_cached(o->lookup, &p, on_cached_answer, c)) {
+    pgw_cached_answer cached = pgw_lookup_answer_cached(o->lookup, &p, on_cached_answer, c);
+    if (cached == PGW_CACHED_ANSWERED) {
         pgw_grpc_call_unref(c);
         return;
     }
@@ -223,8 +224,11 @@ static void on_new(pgw_grpc_call *c)
         pgw_grpc_call_unref(c);
         return;
     }
-    /* The new-call reference becomes the loop's. */
-    if (pgw_loop_post(o->loop, loop_start_lookup, c) != 0) {
+    /* The new-call reference becomes the loop's. A lookup the in-process cache expects to
+     * hit goes ahead of the lookups of cold ARNs, however many of those are waiting. */
+    int posted = cached == PGW_CACHED_KNOWN ? pgw_loop_post_urgent(o->loop, loop_start_lookup, c)
+                                            : pgw_loop_post(o->loop, loop_start_lookup, c);
+    if (posted != 0) {
         reject(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
         pgw_grpc_call_unref(c);
     }

@@ -422,7 +422,8 @@ static void start_call(pgw_http_server *s, struct evhttp_request *req, route r, 
         /* The gateway's own bound: a fresh L1 hit holds nothing and is still answered; any
          * other call is refused at once. */
         c->starting = 1;
-        if (!pgw_lookup_answer_cached(s->options.lookup, &p, on_lookup_done, c)) {
+        if (pgw_lookup_answer_cached(s->options.lookup, &p, on_lookup_done, c) !=
+            PGW_CACHED_ANSWERED) {
             pgw_metrics_rejected("max_concurrent_calls");
             char message[160];
             snprintf(message, sizeof(message),

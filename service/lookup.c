@@ -6,8 +6,10 @@
  *
  * Everything runs on the loop thread. A request (pgw_lookup_req) belongs to its caller until
  * its callback runs or it is cancelled; a fetch (one upstream call, shared through
- * singleflight) belongs to the lookup and always completes, even when every caller has left,
- * because its answer refreshes the cache. */
+ * singleflight) belongs to the lookup and, once started, always completes, even when every
+ * caller has left, because its answer refreshes the cache. Before it starts it waits for an
+ * upstream slot (service/admission.h, when bounded): refused there it fails its callers with
+ * UNAVAILABLE, and one whose callers all left while it waited is dropped at its turn. */
 #include "service/lookup.h"
 
 #include <event2/event.h>
@@ -297,39 +299,39 @@ static int answer_from_entry(pgw_lookup_req *req, const uint8_t *bytes, size_t l
     return 0;
 }
 
-/* Answers from the copy kept for stale-on-error when it is in fact still fresh by its TTL.
- * Returns 1 if answered. */
+/* Answers from the copy kept for stale-on-error (req->stale) and frees it. Returns 0 when the
+ * bytes do not decode. */
+static int answer_kept_copy(pgw_lookup_req *req, pgw_cache_source source)
+{
+    uint8_t *bytes = req->stale;
+    size_t len = req->stale_len;
+    req->stale = NULL; /* answer_from_entry frees req; keep the bytes alive through it */
+    int rc = answer_from_entry(req, bytes, len, source);
+    free(bytes);
+    return rc == 0;
+}
+
+/* Answers from the kept copy when it is in fact still fresh by its TTL. Returns 1 if
+ * answered. */
 static int answer_fresh_copy(pgw_lookup_req *req)
 {
     pgw_cache_entry e;
     if (!req->stale || pgw_cache_entry_decode(req->stale, req->stale_len, &e) != 0 ||
         !pgw_cache_entry_is_fresh(&e, pgw_now_wall_ms()))
         return 0;
-    uint8_t *bytes = req->stale;
-    size_t len = req->stale_len;
-    req->stale = NULL; /* answer_from_entry frees req; keep the bytes alive through it */
-    int rc = answer_from_entry(req, bytes, len, PGW_SOURCE_L1);
-    free(bytes);
-    return rc == 0;
+    return answer_kept_copy(req, PGW_SOURCE_L1);
 }
 
 /* Serves the stale copy a failed fetch left us with, if any. Returns 1 if answered. */
 static int answer_stale(pgw_lookup_req *req)
 {
-    if (!req->stale)
-        return 0;
     pgw_cache_entry e;
-    if (pgw_cache_entry_decode(req->stale, req->stale_len, &e) != 0 ||
+    if (!req->stale || pgw_cache_entry_decode(req->stale, req->stale_len, &e) != 0 ||
         e.kind != PGW_CACHE_ENTRY_POSITIVE ||
         !pgw_cache_entry_is_stale_usable(&e, pgw_now_wall_ms()))
         return 0;
     pgw_metrics_cache_stale_served();
-    uint8_t *bytes = req->stale;
-    size_t len = req->stale_len;
-    req->stale = NULL; /* answer_from_entry frees req; keep the bytes alive through it */
-    int rc = answer_from_entry(req, bytes, len, PGW_SOURCE_STALE);
-    free(bytes);
-    return rc == 0;
+    return answer_kept_copy(req, PGW_SOURCE_STALE);
 }
 
 static void keep_stale(pgw_lookup_req *req, const uint8_t *bytes, size_t len)
@@ -582,14 +584,19 @@ static void take_token_and_call(fetch *f)
 #define TOO_LATE_MESSAGE                                                                           \
     "the upstream is saturated: the queued fetch could not finish before the deadline"
 
-/* pgw_admission's callback: the fetch's turn for an upstream slot came. */
-static void on_upstream_slot(int granted, void *arg)
+/* pgw_admission's callback: the fetch got an upstream slot, or was refused. Runs from the
+ * admission's bulk-priority turn, so refusals (each answers its callers) never run inside the
+ * Redis reply or the task that asked. */
+static void on_upstream_slot(pgw_admission_outcome outcome, void *arg)
 {
     fetch *f = arg;
     f->ticket = NULL;
-    if (!granted) {
+    if (outcome == PGW_ADMISSION_FULL || outcome == PGW_ADMISSION_LATE) {
         admission_gauges(f->lookup);
-        refuse_fetch(f, "upstream_deadline", TOO_LATE_MESSAGE);
+        if (outcome == PGW_ADMISSION_FULL)
+            refuse_fetch(f, "upstream_queue_full", SATURATED_MESSAGE);
+        else
+            refuse_fetch(f, "upstream_deadline", TOO_LATE_MESSAGE);
         return;
     }
     f->holds_slot = 1;
@@ -606,8 +613,8 @@ static void on_upstream_slot(int granted, void *arg)
 }
 
 /* This replica fetches: an upstream slot first, so the upstream work in flight and queued
- * stays bounded (the grant comes later from the loop, at the bulk priority, never inside this
- * call), then a token of the upstream rate limit, then the call. */
+ * stays bounded (the outcome comes later from the loop, at the bulk priority, never inside
+ * this call), then a token of the upstream rate limit, then the call. */
 static void fetch_admit(fetch *f)
 {
     pgw_lookup *lk = f->lookup;
@@ -615,17 +622,13 @@ static void fetch_admit(fetch *f)
         take_token_and_call(f);
         return;
     }
-    switch (pgw_admission_acquire(lk->admission, f->deadline_ms, on_upstream_slot, f, &f->ticket)) {
-    case PGW_ADMISSION_QUEUED:
-        admission_gauges(lk);
-        break;
-    case PGW_ADMISSION_QUEUE_FULL:
-        refuse_fetch(f, "upstream_queue_full", SATURATED_MESSAGE);
-        break;
-    case PGW_ADMISSION_TOO_LATE:
-        refuse_fetch(f, "upstream_deadline", TOO_LATE_MESSAGE);
-        break;
+    if (pgw_admission_acquire(lk->admission, f->deadline_ms, on_upstream_slot, f, &f->ticket) !=
+        0) {
+        pgw_flight_result fr = {.code = PGW_INTERNAL, .message = "out of memory"};
+        fetch_end(f, &fr);
+        return;
     }
+    admission_gauges(lk);
 }
 
 /* Another replica fetched the ARN: answer this replica's waiters from its cache entry. */
@@ -869,15 +872,13 @@ static int try_l1(pgw_lookup_req *req, int count)
     return 0;
 }
 
-int pgw_lookup_answer_cached(pgw_lookup *lk, const pgw_lookup_params *params, pgw_lookup_cb cb,
-                             void *user_data)
+pgw_cached_answer pgw_lookup_answer_cached(pgw_lookup *lk, const pgw_lookup_params *params,
+                                           pgw_lookup_cb cb, void *user_data)
 {
-    /* Policy and per-caller limits keep state on the loop thread: such callers take the
-     * ordinary path. So do ARNs that cannot be a cache key. */
-    if (!lk->l1 || params->no_cache || lk->policy ||
-        pgw_rate_limit_caller_enabled(lk->rate_limit) || params->arn_len == 0 ||
-        params->arn_len > PGW_ARN_MAX_LEN || memchr(params->arn, '\0', params->arn_len))
-        return 0;
+    /* ARNs that cannot be a cache key, and no-cache calls, take the ordinary path. */
+    if (!lk->l1 || params->no_cache || params->arn_len == 0 || params->arn_len > PGW_ARN_MAX_LEN ||
+        memchr(params->arn, '\0', params->arn_len))
+        return PGW_CACHED_NOT_ANSWERED;
     int64_t started_us = pgw_now_mono_us();
     char arn[PGW_ARN_MAX_LEN + 1];
     memcpy(arn, params->arn, params->arn_len);
@@ -885,10 +886,15 @@ int pgw_lookup_answer_cached(pgw_lookup *lk, const pgw_lookup_params *params, pg
     uint8_t *bytes;
     size_t len;
     l1_state state = l1_fetch(lk, arn, &bytes, &len);
+    if (state == L1_MISS)
+        return PGW_CACHED_NOT_ANSWERED; /* the loop path counts the miss */
+    /* Policy and per-caller limits keep state on the loop thread: such callers take the
+     * ordinary path, as do entries past their L1 time (Redis, or stale-on-error, decides). */
     pgw_cache_entry e;
-    if (state != L1_FRESH || pgw_cache_entry_decode(bytes, len, &e) != 0) {
+    if (state != L1_FRESH || lk->policy || pgw_rate_limit_caller_enabled(lk->rate_limit) ||
+        pgw_cache_entry_decode(bytes, len, &e) != 0) {
         free(bytes);
-        return 0; /* the loop path counts the miss */
+        return PGW_CACHED_KNOWN;
     }
     pgw_metrics_cache_lookup("l1", 1);
     pgw_lookup_result r;
@@ -898,7 +904,7 @@ int pgw_lookup_answer_cached(pgw_lookup *lk, const pgw_lookup_params *params, pg
                started_us);
     cb(&r, user_data);
     free(bytes);
-    return 1;
+    return PGW_CACHED_ANSWERED;
 }
 
 static void start_tiers(pgw_lookup_req *req);

@@ -11,51 +11,90 @@
 /* libevent looks for new I/O after this many bulk-priority callbacks in a row. */
 #define BULK_CALLBACKS_PER_CHECK 8
 
-/* A posted task. Tasks form a FIFO under the loop's mutex. */
+/* A posted task. Tasks form two FIFOs (lanes) under the loop's mutex. */
 typedef struct loop_task {
     pgw_loop_fn fn;
     void *arg;
     struct loop_task *next;
 } loop_task;
 
+typedef struct lane {
+    loop_task *head, *tail;
+} lane;
+
+enum { URGENT, NORMAL, N_LANES };
+
 struct pgw_loop {
     struct event_base *base;
     struct event *wakeup; /* activated by pgw_loop_post from any thread */
+    struct event *again;  /* zero-delay timer: the next batch, after a look at the I/O */
     pthread_t thread;
     int started;
 
     pthread_mutex_t mu;
-    loop_task *head, *tail;
-    loop_task *batch; /* loop thread only: taken from the FIFO, not yet run */
-    int accepting;    /* cleared by pgw_loop_stop */
+    lane posted[N_LANES]; /* under mu */
+    lane taken[N_LANES];  /* loop thread only: taken from posted, not yet run */
+    int accepting;        /* cleared by pgw_loop_stop */
     int stopping;
 };
+
+static void lane_append(lane *to, lane *from)
+{
+    if (!from->head)
+        return;
+    if (to->tail)
+        to->tail->next = from->head;
+    else
+        to->head = from->head;
+    to->tail = from->tail;
+    from->head = from->tail = NULL;
+}
+
+static loop_task *lane_pop(lane *l)
+{
+    loop_task *t = l->head;
+    if (t) {
+        l->head = t->next;
+        if (!l->head)
+            l->tail = NULL;
+    }
+    return t;
+}
 
 static void run_posted(evutil_socket_t fd, short what, void *arg)
 {
     pgw_loop *loop = arg;
-    if (!loop->batch) {
-        pthread_mutex_lock(&loop->mu);
-        loop->batch = loop->head;
-        loop->head = loop->tail = NULL;
-        pthread_mutex_unlock(&loop->mu);
-    }
-    for (int n = 0; loop->batch && n < TASKS_PER_BATCH; n++) {
-        loop_task *task = loop->batch;
-        loop->batch = task->next;
+    pthread_mutex_lock(&loop->mu);
+    /* Urgent tasks posted since the last batch jump ahead of the normal ones already taken;
+     * normal ones are taken once the previous ones ran. */
+    lane_append(&loop->taken[URGENT], &loop->posted[URGENT]);
+    if (!loop->taken[NORMAL].head)
+        lane_append(&loop->taken[NORMAL], &loop->posted[NORMAL]);
+    pthread_mutex_unlock(&loop->mu);
+    for (int n = 0; n < TASKS_PER_BATCH; n++) {
+        loop_task *task = lane_pop(&loop->taken[URGENT]);
+        if (!task)
+            task = lane_pop(&loop->taken[NORMAL]);
+        if (!task)
+            break;
         task->fn(task->arg);
         free(task);
     }
     pthread_mutex_lock(&loop->mu);
-    int more = loop->batch != NULL || loop->head != NULL;
+    int more = 0;
+    for (int i = 0; i < N_LANES; i++)
+        more |= loop->taken[i].head != NULL || loop->posted[i].head != NULL;
     int stopping = loop->stopping;
     pthread_mutex_unlock(&loop->mu);
     /* Left-overs (of this batch, or posted while it ran) run on the next turn, after the
-     * I/O that is ready now. */
-    if (more)
-        event_active(loop->wakeup, 0, 0);
-    else if (stopping)
+     * I/O that is ready now: a timer, because libevent runs an event activated from inside
+     * its own pass in that same pass, before it polls for I/O again. */
+    if (more) {
+        struct timeval zero = {0, 0};
+        evtimer_add(loop->again, &zero);
+    } else if (stopping) {
         event_base_loopbreak(loop->base);
+    }
 }
 
 pgw_loop *pgw_loop_new(void)
@@ -80,9 +119,11 @@ pgw_loop *pgw_loop_new(void)
         event_base_free(loop->base);
         loop->base = NULL;
     }
-    if (loop->base)
+    if (loop->base) {
         loop->wakeup = event_new(loop->base, -1, EV_PERSIST, run_posted, loop);
-    if (!loop->base || !loop->wakeup) {
+        loop->again = evtimer_new(loop->base, run_posted, loop);
+    }
+    if (!loop->base || !loop->wakeup || !loop->again) {
         pgw_loop_free(loop);
         return NULL;
     }
@@ -95,7 +136,7 @@ struct event_base *pgw_loop_base(pgw_loop *loop)
     return loop->base;
 }
 
-int pgw_loop_post(pgw_loop *loop, pgw_loop_fn fn, void *arg)
+static int post(pgw_loop *loop, int which, pgw_loop_fn fn, void *arg)
 {
     loop_task *task = malloc(sizeof(*task));
     if (!task)
@@ -110,18 +151,25 @@ int pgw_loop_post(pgw_loop *loop, pgw_loop_fn fn, void *arg)
         free(task);
         return -1;
     }
-    int was_empty = loop->head == NULL;
-    if (loop->tail)
-        loop->tail->next = task;
-    else
-        loop->head = task;
-    loop->tail = task;
+    int was_empty = !loop->posted[URGENT].head && !loop->posted[NORMAL].head;
+    lane one = {task, task};
+    lane_append(&loop->posted[which], &one);
     pthread_mutex_unlock(&loop->mu);
-    /* Waking the loop costs a syscall; when tasks are already queued, a wake-up is already
+    /* Waking the loop costs a syscall; when tasks are already posted, a wake-up is already
      * pending and run_posted will take this one too. */
     if (was_empty)
         event_active(loop->wakeup, 0, 0);
     return 0;
+}
+
+int pgw_loop_post(pgw_loop *loop, pgw_loop_fn fn, void *arg)
+{
+    return post(loop, NORMAL, fn, arg);
+}
+
+int pgw_loop_post_urgent(pgw_loop *loop, pgw_loop_fn fn, void *arg)
+{
+    return post(loop, URGENT, fn, arg);
 }
 
 static void *loop_main(void *arg)
@@ -157,20 +205,15 @@ void pgw_loop_free(pgw_loop *loop)
 {
     if (!loop)
         return;
-    loop_task *task = loop->batch;
-    while (task) {
-        loop_task *next = task->next;
-        free(task);
-        task = next;
-    }
-    task = loop->head;
-    while (task) {
-        loop_task *next = task->next;
-        free(task);
-        task = next;
+    for (int i = 0; i < N_LANES; i++) {
+        loop_task *task;
+        while ((task = lane_pop(&loop->taken[i])) || (task = lane_pop(&loop->posted[i])))
+            free(task);
     }
     if (loop->wakeup)
         event_free(loop->wakeup);
+    if (loop->again)
+        event_free(loop->again);
     if (loop->base)
         event_base_free(loop->base);
     pthread_mutex_destroy(&loop->mu);

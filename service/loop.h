@@ -31,6 +31,12 @@ struct event_base *pgw_loop_base(pgw_loop *loop);
  * arg). Tasks run in batches of a bounded size, with the loop's I/O in between. */
 int pgw_loop_post(pgw_loop *loop, pgw_loop_fn fn, void *arg);
 
+/* Like pgw_loop_post, in a lane of its own that runs ahead of every pgw_loop_post task not yet
+ * run: for work that is quick and that a caller waits on right now (a lookup the in-process
+ * cache expects to hit), so it never queues behind a burst of cold lookups. Urgent tasks keep
+ * their order among themselves. */
+int pgw_loop_post_urgent(pgw_loop *loop, pgw_loop_fn fn, void *arg);
+
 /* Starts the loop thread. Returns 0 or -1. */
 int pgw_loop_start(pgw_loop *loop);
 

@@ -140,8 +140,12 @@ class FakeAws:
             cmd += ["--tls-cert", tls[0], "--tls-key", tls[1], "--tls-port-file", tls_port_file]
         self.https_url = None
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            # Its own session, so its own scheduler autogroup: a thousand of its threads waking
+            # at once (answers of a slow upstream) share one CPU share instead of starving the
+            # gateway thread by thread. AWS runs on other machines; the fake must not stand in
+            # for it by eating the gateway's CPU.
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid = self.proc.pid
         try:
             def ready(path):

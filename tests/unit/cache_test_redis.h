@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <stdint.h>
+#include <event2/event.h>
 
 /* A port the kernel just handed out on 127.0.0.1 (bind to 0), or -1. */
 static inline int pgw_tr_free_port(void)
@@ -34,6 +36,33 @@ static inline int pgw_tr_free_port(void)
         port = ntohs(a.sin_port);
     close(fd);
     return port;
+}
+
+/* CLOCK_MONOTONIC milliseconds. */
+static inline int64_t pgw_tr_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Steps the loop in 5 ms slices until *flag is nonzero or ms pass. Returns *flag. */
+static inline int pgw_tr_run_until(struct event_base *base, const int *flag, int ms)
+{
+    int64_t end = pgw_tr_now_ms() + ms;
+    while (!*flag && pgw_tr_now_ms() < end) {
+        struct timeval tv = {0, 5000};
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+    }
+    return *flag;
+}
+
+/* Runs the loop for ms. */
+static inline void pgw_tr_run_for(struct event_base *base, int ms)
+{
+    int never = 0;
+    pgw_tr_run_until(base, &never, ms);
 }
 
 static inline void pgw_tr_sleep_ms(int ms)
@@ -90,7 +119,7 @@ static inline pid_t pgw_tr_start(int port, const char *password)
  * dir/<cert>.pem, dir/<cert>.key and dir/ca.pem as the CA for client certificates; with
  * auth_clients, clients must present one. Returns like pgw_tr_start (0: not installed). */
 static inline pid_t pgw_tr_start_tls(int port, int tls_port, const char *dir, const char *cert,
-                              int auth_clients)
+                                     int auth_clients)
 {
     char port_s[16], tls_s[16], cert_s[512], key_s[512], ca_s[512];
     snprintf(port_s, sizeof port_s, "%d", port);

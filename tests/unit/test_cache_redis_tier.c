@@ -18,32 +18,7 @@
 #include "cache_test_redis.h"
 #include "test_util.h"
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct event_base *base;
-
-/* Steps the loop in small slices until *flag is nonzero or ms pass. Returns *flag. */
-static int run_until(const int *flag, int ms)
-{
-    int64_t end = now_ms() + ms;
-    while (!*flag && now_ms() < end) {
-        struct timeval tv = {0, 5000};
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-    }
-    return *flag;
-}
-
-static void run_for(int ms)
-{
-    int never = 0;
-    run_until(&never, ms);
-}
 
 typedef struct get_state {
     int done;
@@ -61,7 +36,7 @@ static void get_cb(pgw_redis_result result, const uint8_t *value, size_t len, vo
     g->calls++;
     g->done = 1;
     g->result = result;
-    g->answered_at = now_ms();
+    g->answered_at = pgw_tr_now_ms();
     g->len = len;
     if (result == PGW_REDIS_HIT && len <= sizeof g->value)
         memcpy(g->value, value, len);
@@ -77,7 +52,7 @@ static get_state do_get(pgw_redis_tier *tier, const char *key)
     get_state g;
     memset(&g, 0, sizeof g);
     pgw_redis_tier_get(tier, key, get_cb, &g);
-    run_until(&g.done, 2000);
+    pgw_tr_run_until(base, &g.done, 2000);
     return g;
 }
 
@@ -218,9 +193,9 @@ static long long pttl(redisContext *c, const char *key)
 
 static int wait_ready(pgw_redis_tier *tier, int ms)
 {
-    int64_t end = now_ms() + ms;
-    while (!pgw_redis_tier_is_ready(tier) && now_ms() < end)
-        run_for(10);
+    int64_t end = pgw_tr_now_ms() + ms;
+    while (!pgw_redis_tier_is_ready(tier) && pgw_tr_now_ms() < end)
+        pgw_tr_run_for(base, 10);
     return pgw_redis_tier_is_ready(tier);
 }
 
@@ -283,13 +258,13 @@ static void test_plain_server(int port, pid_t *pid)
 
     /* A stopped server: the GET answers ERROR at its timeout; the late reply is ignored. */
     pgw_tr_signal(*pid, SIGSTOP);
-    int64_t t0 = now_ms();
+    int64_t t0 = pgw_tr_now_ms();
     g = do_get(tier, key);
     CHECK(g.calls == 1 && g.result == PGW_REDIS_ERROR);
     CHECK(g.answered_at - t0 >= cfg.command_timeout_ms - 5 &&
           g.answered_at - t0 < cfg.command_timeout_ms + 150);
     pgw_tr_signal(*pid, SIGCONT);
-    run_for(100);
+    pgw_tr_run_for(base, 100);
     CHECK(g.calls == 1);
     pgw_redis_tier_stats st;
     pgw_redis_tier_stats_get(tier, &st);
@@ -304,11 +279,11 @@ static void test_plain_server(int port, pid_t *pid)
     rc = NULL;
     int all_error = 1, all_prompt = 1;
     for (int i = 0; i < 10; i++) {
-        t0 = now_ms();
+        t0 = pgw_tr_now_ms();
         g = do_get(tier, key);
         all_error &= g.calls == 1 && g.result == PGW_REDIS_ERROR;
         all_prompt &= g.answered_at - t0 <= cfg.command_timeout_ms + 50;
-        run_for(5);
+        pgw_tr_run_for(base, 5);
     }
     CHECK(all_error && all_prompt);
     pgw_redis_tier_stats_get(tier, &st);
@@ -328,12 +303,12 @@ static void test_plain_server(int port, pid_t *pid)
             freeReplyObject(r);
     }
     int hit = 0;
-    int64_t end = now_ms() + 5000;
-    while (!hit && now_ms() < end) {
+    int64_t end = pgw_tr_now_ms() + 5000;
+    while (!hit && pgw_tr_now_ms() < end) {
         g = do_get(tier, key);
         hit = g.result == PGW_REDIS_HIT && g.len == 4 && memcmp(g.value, "back", 4) == 0;
         if (!hit)
-            run_for(50);
+            pgw_tr_run_for(base, 50);
     }
     CHECK(hit);
     pgw_redis_tier_stats_get(tier, &st);
@@ -353,7 +328,7 @@ static void test_plain_server(int port, pid_t *pid)
     pgw_redis_tier_get(tier, key, get_cb, &pending);
     pgw_redis_tier_free(tier);
     tier = NULL;
-    run_for(150);
+    pgw_tr_run_for(base, 150);
     CHECK(pending.calls == 0);
     pgw_tr_signal(*pid, SIGCONT);
     if (rc)
@@ -369,8 +344,8 @@ static void test_plain_server(int port, pid_t *pid)
         first.free_me = &tier;
         pgw_redis_tier_get(tier, key, get_cb, &first);
         pgw_redis_tier_get(tier, key, get_cb, &second);
-        run_until(&first.done, 2000);
-        run_for(50);
+        pgw_tr_run_until(base, &first.done, 2000);
+        pgw_tr_run_for(base, 50);
         CHECK(first.calls == 1 && first.result == PGW_REDIS_HIT && tier == NULL);
         CHECK(second.calls == 0);
     }
@@ -419,7 +394,7 @@ static void test_auth_server(int port)
     cfg = test_config(url);
     tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
     CHECK(tier != NULL);
-    run_for(300);
+    pgw_tr_run_for(base, 300);
     CHECK(tier && !pgw_redis_tier_is_ready(tier));
     if (tier) {
         CHECK(strstr(pgw_redis_tier_last_error(tier), "AUTH") != NULL);
@@ -437,7 +412,7 @@ static void test_auth_server(int port)
     cfg = test_config(url);
     tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
     CHECK(tier != NULL);
-    run_for(300);
+    pgw_tr_run_for(base, 300);
     if (tier) {
         CHECK(!pgw_redis_tier_is_ready(tier));
         CHECK(strstr(pgw_redis_tier_last_error(tier), "NOAUTH") != NULL);
@@ -472,7 +447,7 @@ static void cmd_cb(const struct redisReply *reply, void *ud)
     cmd_state *c = ud;
     c->calls++;
     c->done = 1;
-    c->answered_at = now_ms();
+    c->answered_at = pgw_tr_now_ms();
     c->null_reply = reply == NULL;
     if (reply) {
         c->type = reply->type;
@@ -501,7 +476,7 @@ static cmd_state do_cmd(pgw_redis_tier *tier, const char *a0, ...)
     cmd_state c;
     memset(&c, 0, sizeof c);
     pgw_redis_tier_command(tier, argc, argv, lens, cmd_cb, &c);
-    run_until(&c.done, 2000);
+    pgw_tr_run_until(base, &c.done, 2000);
     return c;
 }
 
@@ -534,7 +509,7 @@ static void test_commands(int port, pid_t pid)
     cmd_state b;
     memset(&b, 0, sizeof b);
     pgw_redis_tier_command(tier, 3, argv, lens, cmd_cb, &b);
-    run_until(&b.done, 2000);
+    pgw_tr_run_until(base, &b.done, 2000);
     c = do_cmd(tier, "STRLEN", "pgw:v1:bin", NULL);
     CHECK(c.type == REDIS_REPLY_INTEGER && c.integer == 3);
 
@@ -554,13 +529,13 @@ static void test_commands(int port, pid_t pid)
 
     /* A stopped server: NULL at the command timeout, the late reply ignored. */
     pgw_tr_signal(pid, SIGSTOP);
-    int64_t t0 = now_ms();
+    int64_t t0 = pgw_tr_now_ms();
     c = do_cmd(tier, "GET", lease, NULL);
     CHECK(c.calls == 1 && c.null_reply);
     CHECK(c.answered_at - t0 >= cfg.command_timeout_ms - 5 &&
           c.answered_at - t0 < cfg.command_timeout_ms + 150);
     pgw_tr_signal(pid, SIGCONT);
-    run_for(100);
+    pgw_tr_run_for(base, 100);
     CHECK(c.calls == 1);
     pgw_redis_tier_stats st;
     pgw_redis_tier_stats_get(tier, &st);
@@ -591,7 +566,7 @@ static void test_commands(int port, pid_t pid)
             freeReplyObject(r);
         tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
         CHECK(tier != NULL);
-        run_for(300);
+        pgw_tr_run_for(base, 300);
         pgw_redis_tier_stats_get(tier, &st);
         CHECK(!pgw_redis_tier_is_ready(tier) && st.connect_failures >= 1 && st.auth_failures == 0);
         CHECK(strstr(pgw_redis_tier_last_error(tier), "max number of clients") != NULL);
@@ -607,7 +582,7 @@ static void test_commands(int port, pid_t pid)
     cfg = test_config(url);
     tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
     CHECK(tier != NULL);
-    run_for(50);
+    pgw_tr_run_for(base, 50);
     memset(&sync, 0, sizeof sync);
     pgw_redis_tier_command(tier, 1, ping, ping_len, cmd_cb, &sync);
     CHECK(sync.calls == 1 && sync.null_reply);
@@ -647,9 +622,9 @@ static void on_subscription(int up, void *ud)
 
 static int wait_flag_ge(const int *v, int want, int ms)
 {
-    int64_t end = now_ms() + ms;
-    while (*v < want && now_ms() < end)
-        run_for(10);
+    int64_t end = pgw_tr_now_ms() + ms;
+    while (*v < want && pgw_tr_now_ms() < end)
+        pgw_tr_run_for(base, 10);
     return *v >= want;
 }
 
@@ -701,7 +676,7 @@ static void test_pubsub(int port, const char *password, int db)
     CHECK(pgw_redis_tier_publish(pub, "pgw:v1:other", payload, 1) == 0);
     CHECK(pgw_redis_tier_publish(sub, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"self", 4) == 0);
     CHECK(wait_flag_ge(&s.messages, 2, 2000));
-    run_for(50);
+    pgw_tr_run_for(base, 50);
     CHECK(s.messages == 2 && s.last_len == 4 && memcmp(s.last, "self", 4) == 0);
 
     /* The subscriber connection is killed: down, then up again after the reconnect, and
@@ -724,7 +699,7 @@ static void test_pubsub(int port, const char *password, int db)
     int downs = s.downs;
     CHECK(pgw_redis_tier_publish(pub, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"last", 4) == 0);
     CHECK(wait_flag_ge(&s.messages, 4, 2000));
-    run_for(50);
+    pgw_tr_run_for(base, 50);
     CHECK(sub == NULL && s.downs == downs);
     pgw_redis_tier_free(sub);
     pgw_redis_tier_free(pub);
@@ -749,12 +724,12 @@ static void test_sub_liveness(int port, pid_t pid)
     if (!tier)
         return;
     CHECK(wait_flag_ge(&s.ups, 1, 3000));
-    run_for(350); /* a few PINGs answered: still up */
+    pgw_tr_run_for(base, 350); /* a few PINGs answered: still up */
     CHECK(s.downs == 0 && pgw_redis_tier_is_subscribed(tier));
     pgw_tr_signal(pid, SIGSTOP);
-    int64_t t0 = now_ms();
+    int64_t t0 = pgw_tr_now_ms();
     CHECK(wait_flag_ge(&s.downs, 1, 2000));
-    CHECK(now_ms() - t0 <= 2 * cfg.sub_ping_interval_ms + 150);
+    CHECK(pgw_tr_now_ms() - t0 <= 2 * cfg.sub_ping_interval_ms + 150);
     CHECK(!pgw_redis_tier_is_subscribed(tier));
     CHECK(strstr(pgw_redis_tier_last_error(tier), "PONG") != NULL);
     pgw_tr_signal(pid, SIGCONT);

@@ -24,39 +24,11 @@
 static struct event_base *base;
 static char dir[256];
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void run_for(int ms)
-{
-    int64_t end = now_ms() + ms;
-    while (now_ms() < end) {
-        struct timeval tv = {0, 5000};
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-    }
-}
-
-static int run_until(const int *flag, int ms)
-{
-    int64_t end = now_ms() + ms;
-    while (!*flag && now_ms() < end) {
-        struct timeval tv = {0, 5000};
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-    }
-    return *flag;
-}
-
 static int wait_ready(pgw_redis_tier *tier, int ms)
 {
-    int64_t end = now_ms() + ms;
-    while (!pgw_redis_tier_is_ready(tier) && now_ms() < end)
-        run_for(10);
+    int64_t end = pgw_tr_now_ms() + ms;
+    while (!pgw_redis_tier_is_ready(tier) && pgw_tr_now_ms() < end)
+        pgw_tr_run_for(base, 10);
     return pgw_redis_tier_is_ready(tier);
 }
 
@@ -140,7 +112,7 @@ static get_state do_get(pgw_redis_tier *tier, const char *key)
     get_state g;
     memset(&g, 0, sizeof g);
     pgw_redis_tier_get(tier, key, get_cb, &g);
-    run_until(&g.done, 2000);
+    pgw_tr_run_until(base, &g.done, 2000);
     return g;
 }
 
@@ -193,14 +165,14 @@ static void expect_failure(pgw_redis_tier_config *cfg, events *ev, pgw_redis_eve
     /* Until it has failed twice (it keeps retrying), bounded. */
     pgw_redis_tier_stats st;
     uint64_t n = 0;
-    int64_t end = now_ms() + 5000;
+    int64_t end = pgw_tr_now_ms() + 5000;
     do {
-        run_for(20);
+        pgw_tr_run_for(base, 20);
         pgw_redis_tier_stats_get(tier, &st);
         n = kind == PGW_REDIS_EVENT_TLS_FAILED    ? st.tls_failures
             : kind == PGW_REDIS_EVENT_AUTH_FAILED ? st.auth_failures
                                                   : st.connect_failures;
-    } while (n < 2 && now_ms() < end);
+    } while (n < 2 && pgw_tr_now_ms() < end);
     CHECK(!pgw_redis_tier_is_ready(tier));
     CHECK(n >= 2); /* it kept retrying */
     CHECK((uint64_t)ev->count[kind] == n);
@@ -309,7 +281,7 @@ static void test_tls_ok(int port, int tls_port)
     big_state bs;
     memset(&bs, 0, sizeof bs);
     pgw_redis_tier_get(tier, "pgw:v1:bij:big", big_cb, &bs);
-    run_until(&bs.done, 3000);
+    pgw_tr_run_until(base, &bs.done, 3000);
     CHECK(bs.done && bs.same);
 
     /* Pub/sub through TLS, from another tier (another replica). */
@@ -326,16 +298,16 @@ static void test_tls_ok(int port, int tls_port)
     scfg.message_ud = &s;
     pgw_redis_tier *sub = pgw_redis_tier_new(base, &scfg, err, sizeof err);
     CHECK(sub && wait_ready(sub, 3000));
-    int64_t end = now_ms() + 3000;
-    while (s.ups < 1 && now_ms() < end)
-        run_for(10);
+    int64_t end = pgw_tr_now_ms() + 3000;
+    while (s.ups < 1 && pgw_tr_now_ms() < end)
+        pgw_tr_run_for(base, 10);
     CHECK(s.ups == 1);
     g = do_get(sub, key);
     CHECK(g.result == PGW_REDIS_HIT && strcmp(g.value, "through-tls") == 0);
     CHECK(pgw_redis_tier_publish(tier, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"filled", 6) == 0);
-    end = now_ms() + 2000;
-    while (s.messages < 1 && now_ms() < end)
-        run_for(10);
+    end = pgw_tr_now_ms() + 2000;
+    while (s.messages < 1 && pgw_tr_now_ms() < end)
+        pgw_tr_run_for(base, 10);
     CHECK(s.messages == 1 && strcmp(s.last, "filled") == 0);
     pgw_redis_tier_stats st;
     pgw_redis_tier_stats_get(sub, &st);
@@ -463,17 +435,17 @@ static void test_acl_and_password_file(int port, int tls_port)
         redisFree(rc);
         return;
     }
-    int64_t end = now_ms() + 3000;
-    while (s.ups < 1 && now_ms() < end)
-        run_for(10);
+    int64_t end = pgw_tr_now_ms() + 3000;
+    while (s.ups < 1 && pgw_tr_now_ms() < end)
+        pgw_tr_run_for(base, 10);
     CHECK(s.ups == 1);
     CHECK(pgw_redis_tier_set(tier, "pgw:v1:bij:acl", (const uint8_t *)"ok", 2, 60000) == 0);
     get_state g = do_get(tier, "pgw:v1:bij:acl");
     CHECK(g.result == PGW_REDIS_HIT && strcmp(g.value, "ok") == 0);
     CHECK(pgw_redis_tier_publish(tier, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"p", 1) == 0);
-    end = now_ms() + 2000;
-    while (s.messages < 1 && now_ms() < end)
-        run_for(10);
+    end = pgw_tr_now_ms() + 2000;
+    while (s.messages < 1 && pgw_tr_now_ms() < end)
+        pgw_tr_run_for(base, 10);
     CHECK(s.messages == 1);
     /* The ACL does restrict: another key prefix is refused. */
     g = do_get(tier, "elsewhere:key");
@@ -491,15 +463,15 @@ static void test_acl_and_password_file(int port, int tls_port)
     CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 2);
     if (r)
         freeReplyObject(r);
-    end = now_ms() + 5000;
-    while ((st.connects < 2 || s.ups < 2) && now_ms() < end) {
-        run_for(20);
+    end = pgw_tr_now_ms() + 5000;
+    while ((st.connects < 2 || s.ups < 2) && pgw_tr_now_ms() < end) {
+        pgw_tr_run_for(base, 20);
         pgw_redis_tier_stats_get(tier, &st);
     }
     CHECK(st.connects == 2 && s.ups == 2 && st.auth_failures == 0);
     g = do_get(tier, "pgw:v1:bij:acl");
     if (g.result != PGW_REDIS_HIT) { /* the first GET after the drop may find the breaker open */
-        run_for(500);
+        pgw_tr_run_for(base, 500);
         g = do_get(tier, "pgw:v1:bij:acl");
     }
     CHECK(g.result == PGW_REDIS_HIT);
@@ -510,7 +482,7 @@ static void test_acl_and_password_file(int port, int tls_port)
     r = admin(rc, "CLIENT KILL USER %s", "pgw-user");
     if (r)
         freeReplyObject(r);
-    run_for(800);
+    pgw_tr_run_for(base, 800);
     pgw_redis_tier_stats_get(tier, &st);
     CHECK(!pgw_redis_tier_is_ready(tier));
     CHECK(st.auth_failures >= 2 &&
@@ -524,7 +496,7 @@ static void test_acl_and_password_file(int port, int tls_port)
 
     /* An unreadable file at reconnect: an AUTH failure that says so. */
     unlink(pwfile);
-    run_for(500);
+    pgw_tr_run_for(base, 500);
     CHECK(strstr(pgw_redis_tier_last_error(tier), "--redis-password-file") != NULL);
     /* And back: the next attempt reads the right password again. */
     snprintf(text, sizeof text, "%s", pw2); /* no newline this time */
@@ -580,7 +552,7 @@ static void test_no_fd_leak(int port, int tls_port)
         cfg.ca_file = path_of(cas[i]);
         pgw_redis_tier *tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
         CHECK(tier != NULL);
-        run_for(700);
+        pgw_tr_run_for(base, 700);
         pgw_redis_tier_stats st;
         if (tier) {
             pgw_redis_tier_stats_get(tier, &st);
@@ -588,7 +560,7 @@ static void test_no_fd_leak(int port, int tls_port)
         }
         pgw_redis_tier_free(tier);
     }
-    run_for(50);
+    pgw_tr_run_for(base, 50);
     CHECK(open_fds() == before);
     if (open_fds() != before)
         fprintf(stderr, "  fds: %d before, %d after\n", before, open_fds());
