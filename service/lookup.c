@@ -286,16 +286,22 @@ static void result_from_entry(const pgw_cache_entry *e, pgw_cache_source source,
     }
 }
 
+/* Answers from a decoded entry (its bytes must stay valid through the call). */
+static void answer_entry(pgw_lookup_req *req, const pgw_cache_entry *e, pgw_cache_source source)
+{
+    pgw_lookup_result r;
+    char message[ENTRY_MESSAGE_LEN];
+    result_from_entry(e, source, &r, message);
+    req_finish(req, &r);
+}
+
 static int answer_from_entry(pgw_lookup_req *req, const uint8_t *bytes, size_t len,
                              pgw_cache_source source)
 {
     pgw_cache_entry e;
     if (pgw_cache_entry_decode(bytes, len, &e) != 0)
         return -1;
-    pgw_lookup_result r;
-    char message[ENTRY_MESSAGE_LEN];
-    result_from_entry(&e, source, &r, message);
-    req_finish(req, &r);
+    answer_entry(req, &e, source);
     return 0;
 }
 
@@ -774,7 +780,7 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
             if (pgw_cache_entry_is_fresh(&e, now)) {
                 pgw_metrics_cache_lookup("redis", 1);
                 l1_store(lk, req->arn, value, len, e.fresh_until_ms, e.stale_until_ms);
-                answer_from_entry(req, value, len, PGW_SOURCE_REDIS);
+                answer_entry(req, &e, PGW_SOURCE_REDIS); /* value is valid through the call */
                 return;
             }
             if (e.kind == PGW_CACHE_ENTRY_POSITIVE && pgw_cache_entry_is_stale_usable(&e, now))
