@@ -89,10 +89,12 @@ gateway_row() { # name build url-args...
   local c0 rps hits; c0=$(cpu_us "$gw")
   rps=$(h2 "$gp")
   local cpu; cpu=$(per_call "$c0" "$(cpu_us "$gw")")
-  hits=$(curl -s "http://127.0.0.1:$hp/metrics" | awk '/^pgw_cache_requests_total\{tier="redis",result="hit"\}/ {print $2}')
+  curl -s "http://127.0.0.1:$hp/metrics" > "$work/metrics"
+  hits=$(awk '/^pgw_cache_requests_total\{tier="redis",result="hit"\}/ {print $2}' "$work/metrics")
+  local errs; errs=$(awk '/^pgw_redis_errors_total/ {s += $2} END {print s + 0}' "$work/metrics")
   kill "$gw"; wait "$gw" 2>/dev/null || true
-  printf '%-8s %-10s %10s/s  %.2fx floor  %5s us/call  (Redis hits %s)\n' "$round" "$name" "$rps" \
-    "$(awk -v a="$rps" -v b="$floor_rps" 'BEGIN {print a / b}')" "$cpu" "$hits"
+  printf '%-8s %-10s %10s/s  %.2fx floor  %5s us/call  (Redis hits %s, Redis errors %s)\n' "$round" \
+    "$name" "$rps" "$(awk -v a="$rps" -v b="$floor_rps" 'BEGIN {print a / b}')" "$cpu" "$hits" "$errs"
 }
 
 echo "machine: $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg); h2load -c $CLIENTS -m $STREAMS -t 1 -n $REQUESTS"
