@@ -10,9 +10,13 @@
  * Commands are encoded with redisFormatCommandArgv and queued on the bufferevent's output;
  * every command that expects a reply gets an entry in the connection's FIFO `pending`, and
  * replies, parsed by a redisReader, are matched to entries in order (Redis answers in order).
- * A GET or command is a `redis_req` owned by its pending entry: freed when its reply arrives
- * or the connection is dropped, even if it was already answered by its timeout. The subscriber
- * has no entries once its handshake is done: every reply is then a pub/sub push.
+ * A GET or command lives in its pending entry, nothing allocated for it: it is answered by its
+ * reply, by the teardown of its connection, or at its deadline, and an entry answered at its
+ * deadline stays in the FIFO until its reply comes (and is dropped). Every command has the same
+ * timeout, so deadlines grow along the FIFO: one timer per connection, armed for the oldest
+ * entry not yet answered, stands for all of them (an evtimer per GET cost an allocation and a
+ * heap insertion and removal on every call). The subscriber has no entries once its handshake
+ * is done: every reply is then a pub/sub push.
  *
  * Re-entrancy: user callbacks may send commands, drop the connection (through the breaker) or
  * free the tier. Entry points count `depth`, and the real release happens when depth drops to
@@ -31,6 +35,7 @@
 #include <event2/util.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -51,25 +56,21 @@
 /* Commands up to this size are copied into the output buffer (see conn_send). */
 #define PGW_REDIS_COPY_MAX 16384
 
-typedef struct redis_req {
-    pgw_redis_tier *tier;
-    struct event *timer;
-    pgw_redis_get_cb get_cb;     /* a GET (NULL once suppressed) */
-    pgw_redis_reply_cb reply_cb; /* any other command (NULL once suppressed) */
-    void *user_data;
-    int answered; /* by its timeout; the reply, when it comes, is dropped */
-} redis_req;
-
 typedef enum pend_kind {
     PEND_NONE,      /* no reply expected (SUBSCRIBE on the subscriber): no entry */
-    PEND_REQ,       /* p: redis_req */
+    PEND_REQ,       /* a GET or command: p is the caller's user_data */
     PEND_COUNTED,   /* p: the uint64_t error counter of a fire-and-forget command */
     PEND_HANDSHAKE, /* p: the command's name, for messages */
 } pend_kind;
 
+/* One reply expected, in the connection's FIFO. */
 typedef struct pend {
     pend_kind kind;
+    int answered; /* PEND_REQ: at its deadline; the reply, when it comes, is dropped */
     void *p;
+    pgw_redis_get_cb get_cb;     /* PEND_REQ: a GET (NULL once suppressed) */
+    pgw_redis_reply_cb reply_cb; /* PEND_REQ: any other command (NULL once suppressed) */
+    int64_t deadline_us;         /* PEND_REQ: when it is answered NULL/ERROR (monotonic) */
 } pend;
 
 typedef enum conn_stage {
@@ -93,6 +94,10 @@ typedef struct redis_conn {
     int handshake_pending;
     pend *q; /* ring buffer of the replies expected, oldest at q_head */
     size_t q_head, q_len, q_cap;
+    /* The first q_checked entries need no deadline check (answered, or not a PEND_REQ); the
+     * timer is pending whenever an entry past them is a PEND_REQ not yet answered. */
+    size_t q_checked;
+    struct event *timeout_ev;
     struct event *reconnect_ev;
     struct event *connect_timeout_ev;
     int backoff_ms;
@@ -135,6 +140,13 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static struct timeval ms_to_tv(int ms)
@@ -324,10 +336,13 @@ int pgw_redis_key_for_arn(const char *arn, char *out, size_t cap)
 {
     if (!arn || !out)
         return -1;
-    int n = snprintf(out, cap, "%s%s", PGW_REDIS_KEY_PREFIX, arn);
-    if (n < 0 || (size_t)n >= cap)
+    /* Once per lookup: copies, not snprintf (whose format parsing showed in profiles). */
+    size_t np = sizeof(PGW_REDIS_KEY_PREFIX) - 1, na = strlen(arn);
+    if (np + na >= cap || np + na > INT_MAX)
         return -1;
-    return n;
+    memcpy(out, PGW_REDIS_KEY_PREFIX, np);
+    memcpy(out + np, arn, na + 1);
+    return (int)(np + na);
 }
 
 /* ---- breaker ----------------------------------------------------------------------------- */
@@ -395,13 +410,6 @@ static int breaker_allow(pgw_redis_tier *tier, int *is_probe)
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
-static void req_free(redis_req *req)
-{
-    if (req->timer)
-        event_free(req->timer);
-    free(req);
-}
-
 /* Runs a GET's user callback unless the tier is being freed. */
 static void answer_get(pgw_redis_tier *tier, pgw_redis_get_cb cb, void *ud, pgw_redis_result res,
                        const uint8_t *v, size_t len)
@@ -428,34 +436,35 @@ static void answer_reply(pgw_redis_tier *tier, pgw_redis_reply_cb cb, void *ud,
     cb(reply, ud);
 }
 
-/* Answers a request with reply (NULL: none). `copy` holds the request's fields: the request
- * itself may be freed by what this triggers (a breaker trip drops the connection). */
-static void answer_req(pgw_redis_tier *tier, const redis_req *copy, const redisReply *reply)
+/* Answers a request with reply (NULL: none). `copy` is a copy of its entry: the FIFO may be
+ * freed or reallocated by what this triggers (a breaker trip drops the connection, a callback
+ * sends a command). */
+static void answer_req(pgw_redis_tier *tier, const pend *copy, const redisReply *reply)
 {
     if (copy->reply_cb) {
         if (reply && reply->type != REDIS_REPLY_ERROR)
             breaker_success(tier);
         else
             breaker_failure(tier);
-        answer_reply(tier, copy->reply_cb, copy->user_data, reply);
+        answer_reply(tier, copy->reply_cb, copy->p, reply);
         return;
     }
     if (reply && reply->type == REDIS_REPLY_STRING) {
         breaker_success(tier);
         if ((size_t)reply->len > tier->cfg.max_value_bytes) {
             tier->stats.oversize++;
-            answer_get(tier, copy->get_cb, copy->user_data, PGW_REDIS_MISS, NULL, 0);
+            answer_get(tier, copy->get_cb, copy->p, PGW_REDIS_MISS, NULL, 0);
         } else {
-            answer_get(tier, copy->get_cb, copy->user_data, PGW_REDIS_HIT,
-                       (const uint8_t *)reply->str, (size_t)reply->len);
+            answer_get(tier, copy->get_cb, copy->p, PGW_REDIS_HIT, (const uint8_t *)reply->str,
+                       (size_t)reply->len);
         }
     } else if (reply && reply->type == REDIS_REPLY_NIL) {
         breaker_success(tier);
-        answer_get(tier, copy->get_cb, copy->user_data, PGW_REDIS_MISS, NULL, 0);
+        answer_get(tier, copy->get_cb, copy->p, PGW_REDIS_MISS, NULL, 0);
     } else {
         /* NULL (timeout, connection gone), an error reply, or a type GET never returns. */
         breaker_failure(tier);
-        answer_get(tier, copy->get_cb, copy->user_data, PGW_REDIS_ERROR, NULL, 0);
+        answer_get(tier, copy->get_cb, copy->p, PGW_REDIS_ERROR, NULL, 0);
     }
 }
 
@@ -467,26 +476,43 @@ static void pend_complete(pgw_redis_tier *tier, pend e, const redisReply *reply)
             ++*(uint64_t *)e.p;
         return;
     }
-    if (e.kind != PEND_REQ)
-        return;
-    redis_req *req = e.p;
-    redis_req copy = *req;
-    req_free(req);
-    if (!copy.answered)
-        answer_req(tier, &copy, reply);
+    if (e.kind == PEND_REQ && !e.answered)
+        answer_req(tier, &e, reply);
 }
 
-static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
+static void arm_timeout(redis_conn *c, int64_t in_us)
 {
-    redis_req *req = arg;
-    pgw_redis_tier *tier = req->tier;
-    req->answered = 1;
-    redis_req copy = *req;
-    /* req stays pending (its reply still comes, in order) and may be freed by the teardown a
-     * breaker trip below starts, so it is not touched after this point. */
+    struct timeval tv = {(time_t)(in_us / 1000000), (suseconds_t)(in_us % 1000000)};
+    evtimer_add(c->timeout_ev, &tv);
+}
+
+/* The connection's timer: answers every entry past its deadline, oldest first, then waits for
+ * the next one's. Entries answered here stay in the FIFO (their replies still come, in order);
+ * an answer may drop the connection (a breaker trip) or queue commands, so the FIFO is read
+ * afresh after each. */
+static void conn_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redis_conn *c = arg;
+    pgw_redis_tier *tier = c->tier;
+    unsigned gen = c->gen;
+    int64_t now = mono_us();
     enter(tier);
-    tier->stats.timeouts++;
-    answer_req(tier, &copy, NULL);
+    while (c->gen == gen && !tier->free_pending && c->q_checked < c->q_len) {
+        pend *e = &c->q[(c->q_head + c->q_checked) % c->q_cap];
+        if (e->kind == PEND_REQ && !e->answered) {
+            if (e->deadline_us > now) {
+                arm_timeout(c, e->deadline_us - now);
+                break;
+            }
+            e->answered = 1;
+            c->q_checked++;
+            pend copy = *e;
+            tier->stats.timeouts++;
+            answer_req(tier, &copy, NULL);
+            continue;
+        }
+        c->q_checked++;
+    }
     leave(tier);
 }
 
@@ -521,6 +547,8 @@ static pend q_pop(redis_conn *c)
     pend e = c->q[c->q_head];
     c->q_head = (c->q_head + 1) % c->q_cap;
     c->q_len--;
+    if (c->q_checked > 0)
+        c->q_checked--;
     return e;
 }
 
@@ -528,6 +556,8 @@ static pend q_pop(redis_conn *c)
 static void q_unpush(redis_conn *c)
 {
     c->q_len--;
+    if (c->q_checked > c->q_len)
+        c->q_checked = c->q_len;
 }
 
 /* ---- writing ------------------------------------------------------------------------------- */
@@ -615,6 +645,7 @@ static void conn_release(redis_conn *c, pend **q, size_t *head, size_t *len, siz
 {
     c->gen++;
     evtimer_del(c->connect_timeout_ev);
+    evtimer_del(c->timeout_ev);
     if (c->ping_ev)
         evtimer_del(c->ping_ev);
     c->pong_pending = 0;
@@ -637,7 +668,7 @@ static void conn_release(redis_conn *c, pend **q, size_t *head, size_t *len, siz
     *len = c->q_len;
     *cap = c->q_cap;
     c->q = NULL;
-    c->q_head = c->q_len = c->q_cap = 0;
+    c->q_head = c->q_len = c->q_cap = c->q_checked = 0;
     c->state = PGW_REDIS_CONN_DISCONNECTED;
     c->stage = STAGE_IDLE;
     c->handshake_pending = 0;
@@ -735,7 +766,7 @@ static void conn_ready(redis_conn *c)
         /* No pending entry: the confirmation and every message come as pushes. */
         const char *argv[2] = {"SUBSCRIBE", tier->sub_channel};
         size_t lens[2] = {9, strlen(tier->sub_channel)};
-        pend none = {PEND_NONE, NULL};
+        pend none = {.kind = PEND_NONE, .p = NULL};
         if (conn_send(c, 2, argv, lens, none, 0) != 0) {
             set_error(tier, "redis SUBSCRIBE could not be sent (out of memory)");
             conn_lost(c);
@@ -817,7 +848,7 @@ static void conn_handshake(redis_conn *c)
         }
         argv[argc] = pw;
         lens[argc++] = strlen(pw);
-        pend e = {PEND_HANDSHAKE, (void *)"AUTH"};
+        pend e = {.kind = PEND_HANDSHAKE, .p = (void *)"AUTH"};
         ok = conn_send(c, argc, argv, lens, e, 1) == 0;
         sent += ok;
     }
@@ -828,14 +859,14 @@ static void conn_handshake(redis_conn *c)
         snprintf(db, sizeof db, "%d", tier->url.db);
         const char *argv[2] = {"SELECT", db};
         size_t lens[2] = {6, strlen(db)};
-        pend e = {PEND_HANDSHAKE, (void *)"SELECT"};
+        pend e = {.kind = PEND_HANDSHAKE, .p = (void *)"SELECT"};
         ok = conn_send(c, 2, argv, lens, e, 0) == 0;
         sent += ok;
     }
     if (ok) {
         const char *argv[1] = {"PING"};
         size_t lens[1] = {4};
-        pend e = {PEND_HANDSHAKE, (void *)"PING"};
+        pend e = {.kind = PEND_HANDSHAKE, .p = (void *)"PING"};
         ok = conn_send(c, 1, argv, lens, e, 0) == 0;
         sent += ok;
     }
@@ -1286,7 +1317,7 @@ static void sub_ping_cb(evutil_socket_t fd, short what, void *arg)
     } else {
         const char *argv[1] = {"PING"};
         size_t lens[1] = {4};
-        pend none = {PEND_NONE, NULL}; /* in subscribed mode the PONG is a push */
+        pend none = {.kind = PEND_NONE, .p = NULL}; /* in subscribed mode the PONG is a push */
         if (conn_send(c, 1, argv, lens, none, 0) == 0)
             c->pong_pending = 1;
         struct timeval tv = ms_to_tv(tier->cfg.sub_ping_interval_ms);
@@ -1306,9 +1337,10 @@ static int conn_init(redis_conn *c, pgw_redis_tier *tier, int is_sub)
     c->backoff_ms = tier->cfg.reconnect_min_ms;
     c->reconnect_ev = evtimer_new(tier->base, reconnect_cb, c);
     c->connect_timeout_ev = evtimer_new(tier->base, connect_timeout_cb, c);
+    c->timeout_ev = evtimer_new(tier->base, conn_timeout_cb, c);
     if (is_sub && !(c->ping_ev = evtimer_new(tier->base, sub_ping_cb, c)))
         return -1;
-    return c->reconnect_ev && c->connect_timeout_ev ? 0 : -1;
+    return c->reconnect_ev && c->connect_timeout_ev && c->timeout_ev ? 0 : -1;
 }
 
 /* Frees everything c holds without running any callback. */
@@ -1319,24 +1351,21 @@ static void conn_cleanup(redis_conn *c)
         c->dns_req = NULL;
         evdns_getaddrinfo_cancel(dr);
     }
-    if (c->connect_timeout_ev) {
+    if (c->connect_timeout_ev && c->timeout_ev) {
         pend *q;
         size_t head, len, cap;
         conn_release(c, &q, &head, &len, &cap);
-        for (size_t i = 0; i < len; i++) {
-            pend e = q[(head + i) % cap];
-            if (e.kind == PEND_REQ)
-                req_free(e.p);
-        }
-        free(q);
+        free(q); /* entries own nothing */
     }
     if (c->reconnect_ev)
         event_free(c->reconnect_ev);
     if (c->connect_timeout_ev)
         event_free(c->connect_timeout_ev);
+    if (c->timeout_ev)
+        event_free(c->timeout_ev);
     if (c->ping_ev)
         event_free(c->ping_ev);
-    c->reconnect_ev = c->connect_timeout_ev = c->ping_ev = NULL;
+    c->reconnect_ev = c->connect_timeout_ev = c->timeout_ev = c->ping_ev = NULL;
 }
 
 /* OpenSSL must never prompt on a terminal for a key passphrase. */
@@ -1568,9 +1597,8 @@ static void suppress(redis_conn *c)
     for (size_t i = 0; i < c->q_len; i++) {
         pend *e = &c->q[(c->q_head + i) % c->q_cap];
         if (e->kind == PEND_REQ) {
-            redis_req *r = e->p;
-            r->get_cb = NULL;
-            r->reply_cb = NULL;
+            e->get_cb = NULL;
+            e->reply_cb = NULL;
         }
     }
 }
@@ -1619,24 +1647,23 @@ static void send_req(pgw_redis_tier *tier, int argc, const char **argv, const si
         reject(tier, get_cb, reply_cb, user_data);
         return;
     }
-    redis_req *req = calloc(1, sizeof *req);
-    if (req)
-        req->timer = evtimer_new(tier->base, req_timeout_cb, req);
-    pend e = {PEND_REQ, req};
-    if (!req || !req->timer || conn_send(c, argc, argv, lens, e, 0) != 0) {
-        if (req)
-            req_free(req);
+    int64_t timeout_us = (int64_t)tier->cfg.command_timeout_ms * 1000;
+    pend e = {
+        .kind = PEND_REQ,
+        .p = user_data,
+        .get_cb = get_cb,
+        .reply_cb = reply_cb,
+        .deadline_us = mono_us() + timeout_us,
+    };
+    if (conn_send(c, argc, argv, lens, e, 0) != 0) {
         if (is_probe)
             tier->probe_in_flight = 0;
         reject(tier, get_cb, reply_cb, user_data);
         return;
     }
-    req->tier = tier;
-    req->get_cb = get_cb;
-    req->reply_cb = reply_cb;
-    req->user_data = user_data;
-    struct timeval tv = ms_to_tv(tier->cfg.command_timeout_ms);
-    evtimer_add(req->timer, &tv);
+    /* Pending already means armed for an older entry, whose deadline comes first. */
+    if (!evtimer_pending(c->timeout_ev, NULL))
+        arm_timeout(c, timeout_us);
 }
 
 void pgw_redis_tier_get(pgw_redis_tier *tier, const char *key, pgw_redis_get_cb cb, void *user_data)
@@ -1674,7 +1701,7 @@ static int send_counted(pgw_redis_tier *tier, int argc, const char **argv, const
     redis_conn *c = &tier->main;
     if (c->state != PGW_REDIS_CONN_READY || !c->bev || tier->breaker != PGW_REDIS_BREAKER_CLOSED)
         return -1;
-    pend e = {PEND_COUNTED, errors};
+    pend e = {.kind = PEND_COUNTED, .p = errors};
     return conn_send(c, argc, argv, lens, e, 0);
 }
 

@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,7 @@ struct pgw_lookup_req {
     int internal;              /* a watch poll: no audit line (the watch was audited) */
     int waiting_redis;         /* a Redis GET is out: its callback still comes */
     pgw_flight_waiter *waiter; /* while joined to a fetch */
+    /* Set once armed; lives in the same allocation as the request (see req_new). */
     struct event *deadline_timer;
     uint8_t *stale; /* an encoded entry past its freshness, for stale-on-error */
     size_t stale_len;
@@ -199,7 +201,7 @@ static void req_free(pgw_lookup_req *req)
     if (req->waiter)
         pgw_singleflight_leave(req->waiter);
     if (req->deadline_timer)
-        event_free(req->deadline_timer);
+        event_del(req->deadline_timer);
     free(req->stale);
     if (req->prev)
         req->prev->next = req->next;
@@ -286,16 +288,22 @@ static void result_from_entry(const pgw_cache_entry *e, pgw_cache_source source,
     }
 }
 
+/* Answers from a decoded entry (its bytes must stay valid through the call). */
+static void answer_entry(pgw_lookup_req *req, const pgw_cache_entry *e, pgw_cache_source source)
+{
+    pgw_lookup_result r;
+    char message[ENTRY_MESSAGE_LEN];
+    result_from_entry(e, source, &r, message);
+    req_finish(req, &r);
+}
+
 static int answer_from_entry(pgw_lookup_req *req, const uint8_t *bytes, size_t len,
                              pgw_cache_source source)
 {
     pgw_cache_entry e;
     if (pgw_cache_entry_decode(bytes, len, &e) != 0)
         return -1;
-    pgw_lookup_result r;
-    char message[ENTRY_MESSAGE_LEN];
-    result_from_entry(&e, source, &r, message);
-    req_finish(req, &r);
+    answer_entry(req, &e, source);
     return 0;
 }
 
@@ -774,7 +782,7 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
             if (pgw_cache_entry_is_fresh(&e, now)) {
                 pgw_metrics_cache_lookup("redis", 1);
                 l1_store(lk, req->arn, value, len, e.fresh_until_ms, e.stale_until_ms);
-                answer_from_entry(req, value, len, PGW_SOURCE_REDIS);
+                answer_entry(req, &e, PGW_SOURCE_REDIS); /* value is valid through the call */
                 return;
             }
             if (e.kind == PGW_CACHE_ENTRY_POSITIVE && pgw_cache_entry_is_stale_usable(&e, now))
@@ -922,10 +930,16 @@ static void refuse(pgw_lookup *lk, const pgw_lookup_params *params, pgw_audit_de
 
 /* A request for an authorized caller, registered in lk->pending; NULL (the callback has run
  * with INTERNAL) when memory runs out. */
+/* Where a request's deadline timer lives: right after the request, in the same allocation
+ * (one allocation per call fewer than evtimer_new). */
+#define REQ_EVENT_OFFSET                                                                           \
+    ((sizeof(pgw_lookup_req) + _Alignof(max_align_t) - 1) / _Alignof(max_align_t) *                \
+     _Alignof(max_align_t))
+
 static pgw_lookup_req *req_new(pgw_lookup *lk, const pgw_lookup_params *params,
                                const pgw_arn *parsed, pgw_lookup_cb cb, void *user_data)
 {
-    pgw_lookup_req *req = calloc(1, sizeof(*req));
+    pgw_lookup_req *req = calloc(1, REQ_EVENT_OFFSET + event_get_struct_event_size());
     if (!req) {
         pgw_lookup_result r = {.code = PGW_INTERNAL, .message = "out of memory"};
         cb(&r, user_data);
@@ -1045,10 +1059,12 @@ static void start_tiers(pgw_lookup_req *req)
             finish_error(req, PGW_DEADLINE_EXCEEDED, "deadline already exceeded");
             return;
         }
-        req->deadline_timer = evtimer_new(lk->base, on_deadline, req);
+        struct event *timer = (struct event *)((char *)req + REQ_EVENT_OFFSET);
         struct timeval tv = {left / 1000, (left % 1000) * 1000};
-        if (req->deadline_timer)
-            evtimer_add(req->deadline_timer, &tv);
+        if (evtimer_assign(timer, lk->base, on_deadline, req) == 0) {
+            req->deadline_timer = timer;
+            evtimer_add(timer, &tv);
+        }
     }
     if (!req->no_cache && lk->redis) {
         char key[PGW_ARN_MAX_LEN + 32];

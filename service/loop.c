@@ -11,15 +11,22 @@
 /* libevent looks for new I/O after this many bulk-priority callbacks in a row. */
 #define BULK_CALLBACKS_PER_CHECK 8
 
-/* A posted task. Tasks form two FIFOs (lanes) under the loop's mutex. */
+/* A lane's ring keeps at least this many slots, and gives back memory above it when it drains. */
+#define LANE_MIN_CAP 256
+
+/* A posted task. */
 typedef struct loop_task {
     pgw_loop_fn fn;
     void *arg;
-    struct loop_task *next;
 } loop_task;
 
+/* A FIFO of tasks: a ring buffer that grows by doubling. Rings rather than a linked list of
+ * malloc'ed tasks: a task posted by a gRPC thread and freed by the loop's cost an allocation
+ * and a free in another thread's malloc arena for every call, and that arena's lock was a
+ * measured source of futex waits (bench/README.md). */
 typedef struct lane {
-    loop_task *head, *tail;
+    loop_task *slots;
+    size_t head, len, cap;
 } lane;
 
 enum { URGENT, NORMAL, N_LANES };
@@ -33,57 +40,67 @@ struct pgw_loop {
 
     pthread_mutex_t mu;
     lane posted[N_LANES]; /* under mu */
-    lane taken[N_LANES];  /* loop thread only: taken from posted, not yet run */
     int accepting;        /* cleared by pgw_loop_stop */
     int stopping;
 };
 
-static void lane_append(lane *to, lane *from)
+/* Appends a task. Returns 0, or -1 when the ring cannot grow. */
+static int lane_push(lane *l, loop_task task)
 {
-    if (!from->head)
-        return;
-    if (to->tail)
-        to->tail->next = from->head;
-    else
-        to->head = from->head;
-    to->tail = from->tail;
-    from->head = from->tail = NULL;
+    if (l->len == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : LANE_MIN_CAP;
+        loop_task *n = malloc(ncap * sizeof(*n));
+        if (!n)
+            return -1;
+        for (size_t i = 0; i < l->len; i++)
+            n[i] = l->slots[(l->head + i) % l->cap];
+        free(l->slots);
+        l->slots = n;
+        l->head = 0;
+        l->cap = ncap;
+    }
+    l->slots[(l->head + l->len) % l->cap] = task;
+    l->len++;
+    return 0;
 }
 
-static loop_task *lane_pop(lane *l)
+/* Moves up to max tasks from the front of l to out; returns how many. An emptied ring that
+ * grew during a burst gives its memory back. */
+static int lane_take(lane *l, loop_task *out, int max)
 {
-    loop_task *t = l->head;
-    if (t) {
-        l->head = t->next;
-        if (!l->head)
-            l->tail = NULL;
+    int n = 0;
+    while (n < max && l->len > 0) {
+        out[n++] = l->slots[l->head];
+        l->head = (l->head + 1) % l->cap;
+        l->len--;
     }
-    return t;
+    if (l->len == 0) {
+        l->head = 0;
+        if (l->cap > LANE_MIN_CAP) {
+            free(l->slots);
+            l->slots = NULL;
+            l->cap = 0;
+        }
+    }
+    return n;
 }
 
 static void run_posted(evutil_socket_t fd, short what, void *arg)
 {
     pgw_loop *loop = arg;
+    loop_task batch[TASKS_PER_BATCH];
+    /* One batch, urgent tasks first: they jump ahead of every normal task not yet run. Tasks
+     * posted while the batch runs wait for the next one, after a look at the I/O. */
     pthread_mutex_lock(&loop->mu);
-    /* Urgent tasks posted since the last batch jump ahead of the normal ones already taken;
-     * normal ones are taken once the previous ones ran. */
-    lane_append(&loop->taken[URGENT], &loop->posted[URGENT]);
-    if (!loop->taken[NORMAL].head)
-        lane_append(&loop->taken[NORMAL], &loop->posted[NORMAL]);
+    int n = lane_take(&loop->posted[URGENT], batch, TASKS_PER_BATCH);
+    n += lane_take(&loop->posted[NORMAL], batch + n, TASKS_PER_BATCH - n);
     pthread_mutex_unlock(&loop->mu);
-    for (int n = 0; n < TASKS_PER_BATCH; n++) {
-        loop_task *task = lane_pop(&loop->taken[URGENT]);
-        if (!task)
-            task = lane_pop(&loop->taken[NORMAL]);
-        if (!task)
-            break;
-        task->fn(task->arg);
-        free(task);
-    }
+    for (int i = 0; i < n; i++)
+        batch[i].fn(batch[i].arg);
     pthread_mutex_lock(&loop->mu);
     int more = 0;
     for (int i = 0; i < N_LANES; i++)
-        more |= loop->taken[i].head != NULL || loop->posted[i].head != NULL;
+        more |= loop->posted[i].len > 0;
     int stopping = loop->stopping;
     pthread_mutex_unlock(&loop->mu);
     /* Left-overs (of this batch, or posted while it ran) run on the next turn, after the
@@ -138,22 +155,13 @@ struct event_base *pgw_loop_base(pgw_loop *loop)
 
 static int post(pgw_loop *loop, int which, pgw_loop_fn fn, void *arg)
 {
-    loop_task *task = malloc(sizeof(*task));
-    if (!task)
-        return -1;
-    task->fn = fn;
-    task->arg = arg;
-    task->next = NULL;
-
+    loop_task task = {fn, arg};
     pthread_mutex_lock(&loop->mu);
-    if (!loop->accepting) {
+    int was_empty = loop->posted[URGENT].len == 0 && loop->posted[NORMAL].len == 0;
+    if (!loop->accepting || lane_push(&loop->posted[which], task) != 0) {
         pthread_mutex_unlock(&loop->mu);
-        free(task);
         return -1;
     }
-    int was_empty = !loop->posted[URGENT].head && !loop->posted[NORMAL].head;
-    lane one = {task, task};
-    lane_append(&loop->posted[which], &one);
     pthread_mutex_unlock(&loop->mu);
     /* Waking the loop costs a syscall; when tasks are already posted, a wake-up is already
      * pending and run_posted will take this one too. */
@@ -205,11 +213,8 @@ void pgw_loop_free(pgw_loop *loop)
 {
     if (!loop)
         return;
-    for (int i = 0; i < N_LANES; i++) {
-        loop_task *task;
-        while ((task = lane_pop(&loop->taken[i])) || (task = lane_pop(&loop->posted[i])))
-            free(task);
-    }
+    for (int i = 0; i < N_LANES; i++)
+        free(loop->posted[i].slots); /* tasks never run own nothing here */
     if (loop->wakeup)
         event_free(loop->wakeup);
     if (loop->again)

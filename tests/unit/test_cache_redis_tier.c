@@ -272,6 +272,61 @@ static void test_plain_server(int port, pid_t *pid)
     g = do_get(tier, key);
     CHECK(g.result == PGW_REDIS_HIT);
 
+    /* GETs sent 40 ms apart to a stopped server: one timer serves the whole FIFO, yet each
+     * answers at its own deadline, never before. Their late replies (error replies: the key
+     * is the list) are matched in order and dropped, so the next GET gets its own value. */
+    pgw_tr_signal(*pid, SIGSTOP);
+    get_state staggered[3];
+    int64_t sent_at[3];
+    memset(staggered, 0, sizeof staggered);
+    for (int i = 0; i < 3; i++) {
+        if (i)
+            run_for(40);
+        sent_at[i] = now_ms();
+        pgw_redis_tier_get(tier, "pgw:v1:bij:list", get_cb, &staggered[i]);
+    }
+    run_until(&staggered[2].done, 2000);
+    int each_own_deadline = 1;
+    for (int i = 0; i < 3; i++)
+        each_own_deadline &= staggered[i].calls == 1 && staggered[i].result == PGW_REDIS_ERROR &&
+                             staggered[i].answered_at - sent_at[i] >= cfg.command_timeout_ms - 5 &&
+                             staggered[i].answered_at - sent_at[i] < cfg.command_timeout_ms + 150;
+    CHECK(each_own_deadline);
+    pgw_tr_signal(*pid, SIGCONT);
+    run_for(100);
+    g = do_get(tier, key);
+    CHECK(g.result == PGW_REDIS_HIT && g.len == 12 && g.calls == 1);
+    pgw_redis_tier_stats_get(tier, &st);
+    CHECK(st.timeouts == 4 && st.breaker == PGW_REDIS_BREAKER_CLOSED);
+
+    /* Seven GETs time out together: the fifth timeout opens the breaker, whose teardown
+     * answers the last two at once; every GET is answered exactly once. */
+    uint64_t opens_before = st.breaker_opens;
+    pgw_tr_signal(*pid, SIGSTOP);
+    get_state burst[7];
+    memset(burst, 0, sizeof burst);
+    for (int i = 0; i < 7; i++)
+        pgw_redis_tier_get(tier, key, get_cb, &burst[i]);
+    run_until(&burst[6].done, 2000);
+    run_for(20);
+    int all_once = 1;
+    for (int i = 0; i < 7; i++)
+        all_once &= burst[i].calls == 1 && burst[i].result == PGW_REDIS_ERROR;
+    CHECK(all_once);
+    pgw_redis_tier_stats_get(tier, &st);
+    CHECK(st.timeouts == 9 && st.breaker_opens == opens_before + 1);
+    pgw_tr_signal(*pid, SIGCONT);
+    /* After the cool-down the breaker lets a probe through and closes on its HIT. */
+    int recovered = 0;
+    int64_t until = now_ms() + 5000;
+    while (!recovered && now_ms() < until) {
+        g = do_get(tier, key);
+        recovered = g.result == PGW_REDIS_HIT;
+        if (!recovered)
+            run_for(50);
+    }
+    CHECK(recovered);
+
     /* Crash: every GET still answers within the timeout, and the breaker opens. */
     pgw_tr_signal(*pid, SIGKILL);
     *pid = -1;
