@@ -34,7 +34,7 @@ typedef struct pgw_config {
     /* cache */
     char *redis_url; /* NULL: in-process cache only */
     int redis_timeout_ms;
-    int redis_lease_ms; /* cross-replica coalescing: see cache/fleet.h */
+    int redis_lease_ms;        /* cross-replica coalescing: see cache/fleet.h */
     char *redis_ca_file;       /* rediss://: CA bundle; NULL: the system's */
     char *redis_cert;          /* rediss://: client certificate chain, with redis_key */
     char *redis_key;           /* its private key */
@@ -52,6 +52,7 @@ typedef struct pgw_config {
     char *tls_cert;            /* PEM certificate chain: serve gRPC over TLS */
     char *tls_key;             /* PEM private key of tls_cert */
     char *tls_client_ca;       /* PEM CA bundle: mutual TLS, client certificates verified */
+    int tls_poll_ms;           /* how often the TLS files are checked for changes */
     char *identity_header;     /* plain text: trusted header naming the caller (lowercase) */
     int require_identity;      /* calls without an identity -> UNAUTHENTICATED (always with mTLS) */
     char *policy_file;         /* authorization policy (JSON); NULL: every caller may read all */

@@ -31,6 +31,7 @@
 #include "service/loop.h"
 #include "service/policy.h"
 #include "service/rate_limit.h"
+#include "service/tls_reload.h"
 
 #define EXIT_CONFIG 2
 
@@ -51,6 +52,7 @@ typedef struct gateway {
     pgw_audit *audit;             /* NULL: audit log off */
     pgw_admission *admission;     /* --upstream-max-in-flight / --upstream-max-queued */
     pgw_call_limit *call_limit;   /* --max-concurrent-calls, shared by both frontends */
+    pgw_tls_reload *tls;          /* NULL: plain-text gRPC port; outlives the gRPC server */
 } gateway;
 
 static void on_policy_reload(int rc, const char *err, void *arg)
@@ -65,17 +67,63 @@ static void on_policy_reload(int rc, const char *err, void *arg)
                 json_pack("{s:s}", "error", err ? err : "unknown"));
 }
 
-/* SIGHUP: re-read the policy now, changed or not. Runs on the loop thread, the policy's. */
+static void on_tls_reload(int rc, const char *err, void *arg)
+{
+    gateway *g = arg;
+    pgw_metrics_tls_reload(rc > 0);
+    if (rc > 0) {
+        char fingerprint[65];
+        pgw_tls_reload_fingerprint(g->tls, fingerprint);
+        int64_t not_after = pgw_tls_reload_not_after(g->tls);
+        pgw_metrics_set_tls_certificate_expiry((double)not_after);
+        pgw_log(PGW_LOG_INFO, "TLS certificate reloaded: new handshakes use it",
+                json_pack("{s:s, s:s, s:I}", "file", g->cfg.tls_cert, "sha256", fingerprint,
+                          "not_after", (json_int_t)not_after));
+    } else {
+        pgw_log(PGW_LOG_ERROR, "TLS files not reloaded: the previous certificate stays in force",
+                json_pack("{s:s}", "error", err ? err : "unknown"));
+    }
+}
+
+/* SIGHUP: re-read the policy and the TLS files now, changed or not. Runs on the loop thread,
+ * theirs. */
 static void loop_reload_policy(void *arg)
 {
     gateway *g = arg;
+    char err[512];
+    if (g->tls) {
+        int rc = pgw_tls_reload_check(g->tls, 0, err, sizeof(err));
+        if (rc != 0)
+            on_tls_reload(rc, rc < 0 ? err : NULL, g);
+    }
     if (!g->policy) {
-        pgw_log(PGW_LOG_INFO, "SIGHUP: no --policy-file to reload", NULL);
+        if (!g->tls)
+            pgw_log(PGW_LOG_INFO, "SIGHUP: no --policy-file or TLS files to reload", NULL);
         return;
     }
-    char err[400];
     int rc = pgw_policy_reload(g->policy, 0, err, sizeof(err));
     on_policy_reload(rc, rc < 0 ? err : NULL, g);
+}
+
+/* The gRPC port's TLS material, watched for rotation (service/tls_reload.h). */
+static int build_tls(gateway *g, struct event_base *base, char *err, size_t err_len)
+{
+    if (!g->cfg.tls_cert)
+        return 0;
+    pgw_tls_reload_options topts = {
+        .cert_file = g->cfg.tls_cert,
+        .key_file = g->cfg.tls_key,
+        .client_ca_file = g->cfg.tls_client_ca,
+    };
+    g->tls = pgw_tls_reload_new(&topts, err, err_len);
+    if (!g->tls)
+        return -1;
+    if (pgw_tls_reload_watch(g->tls, base, g->cfg.tls_poll_ms, on_tls_reload, g) != 0) {
+        snprintf(err, err_len, "--tls-cert: cannot watch the files");
+        return -1;
+    }
+    pgw_metrics_set_tls_certificate_expiry((double)pgw_tls_reload_not_after(g->tls));
+    return 0;
 }
 
 /* Who may call: the policy (a bad file stops the start), the rate limiter and the audit log. */
@@ -298,6 +346,8 @@ static int build(gateway *g, char *err, size_t err_len)
         if (!g->http_server)
             return -1;
     }
+    if (build_tls(g, base, err, err_len) != 0)
+        return -1;
     pgw_grpc_server_options gopts = {
         .addr = g->cfg.grpc_addr,
         .threads = g->cfg.grpc_threads,
@@ -307,6 +357,7 @@ static int build(gateway *g, char *err, size_t err_len)
         .tls_cert_file = g->cfg.tls_cert,
         .tls_key_file = g->cfg.tls_key,
         .tls_client_ca_file = g->cfg.tls_client_ca,
+        .tls = g->tls,
         .identity_header = g->cfg.identity_header,
         .require_identity = g->cfg.require_identity,
         .audit = g->audit,
@@ -337,6 +388,7 @@ static void release_loop_parts(void *arg)
     pgw_personalize_free(g->personalize);
     pgw_credentials_provider_free(g->credentials);
     pgw_http_client_free(g->http);
+    pgw_tls_reload_unwatch(g->tls); /* its timer is on the loop; the reloader lives on */
     g->lookup = NULL;
     g->redis = NULL;
     g->l1 = NULL;
@@ -364,8 +416,8 @@ static void teardown(gateway *g)
 
 int main(int argc, char **argv)
 {
-    /* Block the shutdown signals (and SIGHUP, "reload the policy") before any thread exists
-     * (gRPC's included), so they are taken only by sigwait below and never interrupt a
+    /* Block the shutdown signals (and SIGHUP, "reload the policy and TLS files") before any thread
+     * exists (gRPC's included), so they are taken only by sigwait below and never interrupt a
      * library. */
     sigset_t signals;
     sigemptyset(&signals);
@@ -448,6 +500,7 @@ int main(int argc, char **argv)
 out:
     teardown(&g);
     grpc_shutdown();
+    pgw_tls_reload_free(g.tls); /* after gRPC let go of the credentials that call it */
     curl_global_cleanup();
     pgw_config_cleanup(&g.cfg);
     return rc;

@@ -42,6 +42,11 @@ static const char *const REJECT_REASONS[] = {"upstream_queue_full", "upstream_de
                                              "max_concurrent_calls", "other"};
 #define N_REJECT_REASONS 4
 
+static const char *const RESULTS[] = {"ok", "error", "other"};
+#define N_RESULTS 3
+static const char *const LOGS[] = {"log", "audit", "other"};
+#define N_LOGS 3
+
 /* Code values are the canonical RPC codes, 0..16. */
 #define N_CODES 17
 
@@ -105,6 +110,10 @@ static struct registry {
     atomic_uint_fast64_t upstream_protocol[N_PROTOCOLS];
     atomic_int_fast64_t upstream_admitted, upstream_queued;
     atomic_uint_fast64_t rejected[N_REJECT_REASONS];
+    /* operations: TLS reloads, log writes */
+    atomic_uint_fast64_t tls_reloads[N_RESULTS];
+    atomic_uint_fast64_t tls_not_after_ms;
+    atomic_uint_fast64_t log_write_failures[N_LOGS];
 } reg = {.cred_source = -1};
 
 void pgw_metrics_request(const char *frontend, pgw_code code, double seconds)
@@ -213,6 +222,23 @@ void pgw_metrics_rejected(const char *reason)
 {
     int r = label_index(REJECT_REASONS, N_REJECT_REASONS, reason);
     atomic_fetch_add_explicit(&reg.rejected[r], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_tls_reload(int ok)
+{
+    atomic_fetch_add_explicit(&reg.tls_reloads[ok ? 0 : 1], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_set_tls_certificate_expiry(double not_after_unix_seconds)
+{
+    double ms = not_after_unix_seconds * 1000.0;
+    atomic_store(&reg.tls_not_after_ms, ms > 0 && ms < 1.8e19 ? (uint_fast64_t)ms : 0);
+}
+
+void pgw_metrics_log_write_failure(const char *log)
+{
+    int l = label_index(LOGS, N_LOGS, log);
+    atomic_fetch_add_explicit(&reg.log_write_failures[l], 1, memory_order_relaxed);
 }
 
 void pgw_metrics_reset(void)
@@ -415,6 +441,22 @@ char *pgw_metrics_render(void)
            "Upstream answers, by HTTP protocol version (h2 when the endpoint offered it).");
     render_labelled(out, "pgw_upstream_responses_by_protocol_total", "protocol", PROTOCOLS,
                     N_PROTOCOLS, reg.upstream_protocol);
+
+    header(out, "pgw_tls_reloads_total", "counter",
+           "Reloads of the gRPC port's TLS certificate, key and client CA from changed files, by "
+           "result (error: the previous material stays in force).");
+    render_labelled(out, "pgw_tls_reloads_total", "result", RESULTS, N_RESULTS - 1,
+                    reg.tls_reloads);
+    header(out, "pgw_tls_certificate_expiry_timestamp_seconds", "gauge",
+           "notAfter of the gRPC port's TLS certificate in force, in Unix seconds.");
+    uint64_t not_after_ms = load(&reg.tls_not_after_ms);
+    if (not_after_ms)
+        fprintf(out, "pgw_tls_certificate_expiry_timestamp_seconds %.3f\n",
+                (double)not_after_ms / 1000.0);
+    header(out, "pgw_log_write_failures_total", "counter",
+           "Log and audit lines that could not be written to stdout (full, closed or failing).");
+    render_labelled(out, "pgw_log_write_failures_total", "log", LOGS, N_LOGS - 1,
+                    reg.log_write_failures);
 
     if (fclose(out) != 0) {
         free(buf);

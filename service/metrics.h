@@ -90,6 +90,18 @@ void pgw_metrics_set_upstream_admission(int64_t in_flight, int64_t queued);
  * (RESOURCE_EXHAUSTED: the gateway's own bound). */
 void pgw_metrics_rejected(const char *reason);
 
+/* One attempt to reload the gRPC port's TLS material from changed files:
+ * pgw_tls_reloads_total{result="ok"|"error"} (error: the old material stays in force). */
+void pgw_metrics_tls_reload(int ok);
+
+/* The notAfter of the gRPC port's certificate in force, in Unix seconds:
+ * pgw_tls_certificate_expiry_timestamp_seconds (absent while 0: no TLS). */
+void pgw_metrics_set_tls_certificate_expiry(double not_after_unix_seconds);
+
+/* A log or audit line that could not be written (stdout full, closed or failing):
+ * pgw_log_write_failures_total{log="log"|"audit"}. */
+void pgw_metrics_log_write_failure(const char *log);
+
 /* Renders every metric, with HELP and TYPE lines, in the Prometheus text exposition format
  * (PGW_METRICS_CONTENT_TYPE). Returns a malloc'd NUL-terminated string the caller frees with
  * free(), or NULL if out of memory. Values read concurrently with updates are each exact, but

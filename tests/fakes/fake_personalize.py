@@ -566,6 +566,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _trickle(self, spec):
+        """A well-formed 200 answer (the ARN's job, else an empty job) sent one byte every
+        trickle_ms: a peer that keeps the connection alive yet never finishes in time. Stops
+        when the client hangs up."""
+        body = json.dumps(spec.get("body") or {"batchInferenceJob": {}}).encode()
+        head = ("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+                "x-amzn-RequestId: %s\r\n\r\n" % (JSON_11, len(body), uuid.uuid4())).encode()
+        pause = float(spec.get("trickle_ms", 200)) / 1000.0
+        self.close_connection = True
+        try:
+            for i in range(len(head) + len(body)):
+                b = (head + body)[i:i + 1]
+                self.wfile.write(b)
+                self.wfile.flush()
+                time.sleep(pause)
+        except OSError:
+            pass
+
     def _apply_injected(self, spec, kind):
         """Answers a request with an injected failure spec; `kind` picks the error body shape."""
         if spec.get("delay_ms"):
@@ -573,6 +591,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         action = spec.get("action")
         if action in ("close", "reset"):
             self._drop_connection(action == "reset")
+            return
+        if action == "trickle":
+            self._trickle(spec)
             return
         extra = spec.get("headers") or {}
         if "raw" in spec:
