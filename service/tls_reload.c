@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "service/clock.h"
+
 /* How long the fetcher waits before handing gRPC a new version. gRPC core 1.51 swaps its
  * handshaker factory under a mutex but creates each handshaker from the factory pointer after
  * releasing it (grpc/grpc#36693): a handshake that left the fetcher just before the swap could
@@ -20,6 +22,10 @@
  * holds back later handshakes while earlier ones take their reference. This happens once per
  * rotation and narrows the window to a thread stalled that long between two statements. */
 #define SWAP_SETTLE_MS 20
+
+/* A bad version is reported once it stayed unchanged this long (or one poll interval, if
+ * longer): a rotation writing the files one by one is done well within it. */
+#define SETTLE_MIN_MS 1000
 
 /* What identifies one version of a file: a Secret update swaps a symlink (new inode), an
  * operator may rewrite in place (new mtime or size). ok == 0: the file could not be stat'ed. */
@@ -51,7 +57,9 @@ struct pgw_tls_reload {
 
     /* the reloader's thread only */
     file_stamp seen[N_FILES];     /* the version in force, or the last one reported bad */
-    file_stamp settling[N_FILES]; /* a bad version seen once, given one interval to settle */
+    file_stamp settling[N_FILES]; /* a bad version seen, not yet reported */
+    int64_t settling_since_ms;    /* when it was first seen (monotonic) */
+    int64_t settle_ms;            /* how long it may stay bad before it is reported */
     struct event *timer;
     pgw_tls_reload_cb cb;
     void *cb_user_data;
@@ -264,13 +272,17 @@ int pgw_tls_reload_check(pgw_tls_reload *t, int only_if_changed, char *err, size
     file_stamp read[N_FILES];
     if (load_material(t, &m, read, err, err_len) != 0) {
         /* A rotation that rewrites the files one by one is caught half done now and then (a
-         * new certificate beside the old key): wait one interval, and report only a version
-         * that stayed bad that long. A version reported is remembered, so it is reported
+         * new certificate beside the old key): report only a version that stayed bad, and
+         * unchanged, for the settle time. A version reported is remembered, so it is reported
          * once, not at every poll. */
+        int64_t now_ms = pgw_now_mono_ms();
         if (only_if_changed && !same_stamps(now, t->settling)) {
             memcpy(t->settling, now, sizeof(now));
+            t->settling_since_ms = now_ms;
             return 0;
         }
+        if (only_if_changed && now_ms - t->settling_since_ms < t->settle_ms)
+            return 0;
         memcpy(t->seen, now, sizeof(now));
         memcpy(t->settling, now, sizeof(now));
         return -1;
@@ -355,6 +367,7 @@ int pgw_tls_reload_watch(pgw_tls_reload *t, struct event_base *base, int interva
         return -1;
     t->cb = cb;
     t->cb_user_data = user_data;
+    t->settle_ms = interval_ms > SETTLE_MIN_MS ? interval_ms : SETTLE_MIN_MS;
     struct timeval tv = {interval_ms / 1000, (interval_ms % 1000) * 1000};
     if (event_add(t->timer, &tv) != 0) {
         event_free(t->timer);

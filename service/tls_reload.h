@@ -6,8 +6,8 @@
  * policy file) and on SIGHUP; a new version is checked with OpenSSL (the certificate parses,
  * the key parses and belongs to it, the CA bundle holds a certificate) before it replaces the
  * material in force. A bad version keeps the old material: it is reported once (through the
- * watch callback), not at every poll, and a half-written file is given one poll interval to
- * be completed before it counts as bad.
+ * watch callback), not at every poll, and a version caught half-written is given a settle
+ * time (1 s, or one poll interval if longer) to be completed before it counts as bad.
  *
  * gRPC core asks for the material through a certificate-config fetcher
  * (grpc_ssl_server_credentials_create_options_using_config_fetcher) at each new handshake, on
@@ -51,8 +51,8 @@ grpc_server_credentials *pgw_tls_reload_server_credentials(pgw_tls_reload *t);
 
 /* Re-reads the files; with only_if_changed, only when one of them changed (inode, size,
  * modification time) since the version in force or the last one reported bad. Returns 1 when
- * new material is in force (for the next handshakes), 0 when nothing changed (or a bad read
- * waits one more poll for the files to settle), -1 with the reason in err when the new
+ * new material is in force (for the next handshakes), 0 when nothing changed (or a bad version
+ * is still within its settle time, when watched), -1 with the reason in err when the new
  * version is bad: the old material stays in force. */
 int pgw_tls_reload_check(pgw_tls_reload *t, int only_if_changed, char *err, size_t err_len);
 
