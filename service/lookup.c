@@ -278,8 +278,14 @@ static void result_from_entry(const pgw_cache_entry *e, pgw_cache_source source,
         r->job_pb_len = e->job_pb_len;
     } else {
         r->code = PGW_NOT_FOUND;
-        snprintf(message, ENTRY_MESSAGE_LEN, "AWS Personalize: %s: %s (request id %s, cached)",
-                 e->error_code, e->message, e->request_id[0] ? e->request_id : "none");
+        /* The stored message is the one the fetching caller got, which already names the AWS
+         * code and request id: wrapping it again doubled both. */
+        if (e->message[0])
+            snprintf(message, ENTRY_MESSAGE_LEN, "%s (cached)", e->message);
+        else
+            snprintf(message, ENTRY_MESSAGE_LEN, "AWS Personalize: %s (request id %s, cached)",
+                     e->error_code[0] ? e->error_code : "ResourceNotFoundException",
+                     e->request_id[0] ? e->request_id : "none");
         r->message = message;
         r->aws_error_code = e->error_code;
         r->aws_request_id = e->request_id[0] ? e->request_id : NULL;

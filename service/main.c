@@ -22,6 +22,7 @@
 #include "service/call_limit.h"
 #include "service/clock.h"
 #include "service/config.h"
+#include "service/grpc_log.h"
 #include "service/grpc_server.h"
 #include "service/health.h"
 #include "service/http_server.h"
@@ -414,6 +415,27 @@ static void teardown(gateway *g)
     g->call_limit = NULL;
 }
 
+/* Raises the soft limit on open files to the hard one (as Go's runtime does): every
+ * connection is a file descriptor, and gRPC core 1.51 stops listening for good when accept()
+ * runs out of them (service/grpc_log.h), so the soft default of 1024 would cap the callers at
+ * about a thousand and then take the port down. Returns the limit now in force. */
+static long raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -1;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = rl;
+        want.rlim_cur = rl.rlim_max;
+        /* An "unlimited" hard limit is still capped by the kernel (fs.nr_open). */
+        if (want.rlim_cur == RLIM_INFINITY || want.rlim_cur > (rlim_t)1 << 20)
+            want.rlim_cur = (rlim_t)1 << 20;
+        if (want.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl = want;
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? -1 : (long)rl.rlim_cur;
+}
+
 int main(int argc, char **argv)
 {
     /* Block the shutdown signals (and SIGHUP, "reload the policy and TLS files") before any thread
@@ -445,7 +467,9 @@ int main(int argc, char **argv)
         struct rlimit no_core = {0, 0};
         setrlimit(RLIMIT_CORE, &no_core);
     }
+    long max_files = raise_fd_limit();
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    pgw_grpc_log_install();
     grpc_init();
 
     int rc = 0;
@@ -469,11 +493,12 @@ int main(int argc, char **argv)
                  (int)(strrchr(g.cfg.http_addr, ':') - g.cfg.http_addr), g.cfg.http_addr,
                  pgw_http_server_port(g.http_server));
     pgw_log(PGW_LOG_INFO, "personalize-gateway started",
-            json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:s}", "version", PGW_VERSION,
+            json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:s, s:I}", "version", PGW_VERSION,
                       "grpc_addr", grpc_listen, "http_addr", g.http_server ? http_listen : NULL,
                       "region", getenv("AWS_REGION"), "endpoint_override",
                       g.cfg.personalize_endpoint, "redis", g.cfg.redis_url ? "configured" : NULL,
-                      "cache", g.cfg.redis_url ? "l1+redis" : "l1"));
+                      "cache", g.cfg.redis_url ? "l1+redis" : "l1", "max_open_files",
+                      (json_int_t)max_files));
 
     pgw_health_set(PGW_HEALTH_LISTENING, 1);
 

@@ -1,10 +1,12 @@
 #include "service/metrics.h"
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #ifndef PGW_VERSION
 #define PGW_VERSION "unknown"
@@ -97,6 +99,7 @@ static struct registry {
     atomic_uint_fast64_t upstream[N_OUTCOMES];
     histogram upstream_duration;
     atomic_uint_fast64_t upstream_retries;
+    atomic_int retry_quota; /* -1: no upstream client yet */
     atomic_uint_fast64_t redis_errors[N_REDIS_KINDS];
     atomic_uint_fast64_t redis_conn[N_REDIS_CONN_KINDS];
     atomic_int breaker_state;
@@ -114,7 +117,7 @@ static struct registry {
     atomic_uint_fast64_t tls_reloads[N_RESULTS];
     atomic_uint_fast64_t tls_not_after_ms;
     atomic_uint_fast64_t log_write_failures[N_LOGS];
-} reg = {.cred_source = -1};
+} reg = {.cred_source = -1, .retry_quota = -1};
 
 void pgw_metrics_request(const char *frontend, pgw_code code, double seconds)
 {
@@ -156,6 +159,11 @@ void pgw_metrics_upstream(const char *outcome, double seconds)
 void pgw_metrics_upstream_retry(void)
 {
     atomic_fetch_add_explicit(&reg.upstream_retries, 1, memory_order_relaxed);
+}
+
+void pgw_metrics_set_upstream_retry_quota(int tokens)
+{
+    atomic_store_explicit(&reg.retry_quota, tokens, memory_order_relaxed);
 }
 
 void pgw_metrics_redis_error(const char *kind)
@@ -246,6 +254,7 @@ void pgw_metrics_reset(void)
     /* Every field is an atomic integer whose zero is all-bits-zero; the rest restarts here. */
     memset(&reg, 0, sizeof(reg));
     atomic_store(&reg.cred_source, -1);
+    atomic_store(&reg.retry_quota, -1);
 }
 
 /* --- rendering --- */
@@ -310,6 +319,22 @@ static const pgw_code ALL_CODES[] = {
     PGW_UNAVAILABLE,
     PGW_UNAUTHENTICATED,
 };
+
+/* Entries of /proc/self/fd (the directory's own descriptor not counted), or -1 when it
+ * cannot be read (not Linux, or no descriptor left to open it with). */
+static long count_open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n > 0 ? n - 1 : 0;
+}
 
 char *pgw_metrics_render(void)
 {
@@ -376,6 +401,14 @@ char *pgw_metrics_render(void)
     header(out, "pgw_upstream_retries_total", "counter", "Upstream attempts that were retried.");
     fprintf(out, "pgw_upstream_retries_total %llu\n",
             (unsigned long long)load(&reg.upstream_retries));
+
+    int quota = atomic_load_explicit(&reg.retry_quota, memory_order_relaxed);
+    if (quota >= 0) {
+        header(out, "pgw_upstream_retry_quota", "gauge",
+               "Retry tokens left in the shared quota (AWS standard mode: 500, a retry costs 5, "
+               "a timeout retry 10, a success refunds); at 0 failures are not retried.");
+        fprintf(out, "pgw_upstream_retry_quota %d\n", quota);
+    }
 
     header(out, "pgw_redis_errors_total", "counter", "Redis commands failed or skipped, by kind.");
     render_labelled(out, "pgw_redis_errors_total", "kind", REDIS_KINDS, N_REDIS_KINDS,
@@ -457,6 +490,19 @@ char *pgw_metrics_render(void)
            "Log and audit lines that could not be written to stdout (full, closed or failing).");
     render_labelled(out, "pgw_log_write_failures_total", "log", LOGS, N_LOGS - 1,
                     reg.log_write_failures);
+
+    /* The Prometheus client libraries' standard names, so the usual alert on
+     * process_open_fds / process_max_fds applies. */
+    long open_fds = count_open_fds();
+    struct rlimit rl;
+    if (open_fds >= 0) {
+        header(out, "process_open_fds", "gauge", "Number of open file descriptors.");
+        fprintf(out, "process_open_fds %ld\n", open_fds);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        header(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+        fprintf(out, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
 
     if (fclose(out) != 0) {
         free(buf);

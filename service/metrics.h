@@ -43,6 +43,11 @@ void pgw_metrics_upstream(const char *outcome, double seconds);
 /* An upstream attempt is being retried: pgw_upstream_retries_total. */
 void pgw_metrics_upstream_retry(void);
 
+/* The shared retry quota left (AWS standard retry mode: capacity 500, a retry costs 5, a
+ * timeout retry 10, a success refunds): the pgw_upstream_retry_quota gauge. At 0 no failed
+ * attempt is retried until successes refill it. */
+void pgw_metrics_set_upstream_retry_quota(int tokens);
+
 /* A Redis command failed or was skipped: pgw_redis_errors_total{kind}. kind: "timeout",
  * "error" or "breaker_open". */
 void pgw_metrics_redis_error(const char *kind);

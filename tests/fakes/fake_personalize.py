@@ -172,6 +172,7 @@ class State:
             "allow_v1": False,
         }
         self.imds_tokens = {}
+        self.close_connections = False  # answer "Connection: close": no keep-alive reuse
         self.issued = []
         if not hasattr(self, "in_flight"):
             self.in_flight = 0  # live requests survive a reset; keep their count right
@@ -741,7 +742,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise AwsError(400, "com.amazonaws.personalize#ResourceNotFoundException",
                                "Could not find batch inference job arn = %s" % arn)
             status = 200
-            self._send(200, json.dumps(job), JSON_11)
+            with st.lock:
+                close = st.close_connections
+            self._send(200, json.dumps(job), JSON_11,
+                       {"Connection": "close"} if close else None)
         except AwsError as err:
             status = err.status
             with st.lock:
@@ -1061,6 +1065,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if route == "fail/clear":
             with st.lock:
                 st.rules = []
+            return None
+        if route == "connections":
+            with st.lock:
+                st.close_connections = bool(p.get("close", False))
             return None
         if route == "clock":
             with st.lock:

@@ -276,6 +276,11 @@ class FakeAws:
         """The next n Personalize requests answer with an AWS error (default 500 InternalFailure)."""
         return self.fail(count=n, status=status, type=type, message=message, **spec)
 
+    def close_connections(self, close=True):
+        """With close, every Personalize answer says "Connection: close" (each request then
+        needs a new connection)."""
+        return self.control("POST", "connections", {"close": close})
+
     def clear_failures(self):
         return self.control("POST", "fail/clear")
 
