@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -417,6 +418,7 @@ class RedisServer:
 # --- generated protobuf messages ----------------------------------------------------------------
 
 _PROTOS = {}
+_PROTOS_LOCK = threading.Lock()
 
 
 def _gen_dir():
@@ -450,7 +452,13 @@ def _load_module(name, path):
 
 
 def protos():
-    """Returns (personalize_gateway_pb2, health_pb2) message modules."""
+    """Returns (personalize_gateway_pb2, health_pb2) message modules. Thread-safe: load
+    threads ask for them at once, and a module half executed must not be handed out."""
+    with _PROTOS_LOCK:
+        return _protos_locked()
+
+
+def _protos_locked():
     if not _PROTOS:
         d = _gen_dir()
         _PROTOS["pgw"] = _load_module(
