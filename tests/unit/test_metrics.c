@@ -48,7 +48,9 @@ static void check_format(const char *text)
             char kind[8], name[96], rest[300];
             CHECK(sscanf(line, "# %7s %95s %299[^\n]", kind, name, rest) == 3);
             CHECK(strcmp(kind, "HELP") == 0 || strcmp(kind, "TYPE") == 0);
-            CHECK(strncmp(name, "pgw_", 4) == 0);
+            /* Ours, or the Prometheus clients' standard process_open_fds / process_max_fds. */
+            CHECK(strncmp(name, "pgw_", 4) == 0 || strcmp(name, "process_open_fds") == 0 ||
+                  strcmp(name, "process_max_fds") == 0);
             if (strcmp(kind, "TYPE") == 0) {
                 CHECK(strcmp(rest, "counter") == 0 || strcmp(rest, "gauge") == 0 ||
                       strcmp(rest, "histogram") == 0);
