@@ -21,6 +21,7 @@
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/metrics.h"
+#include "service/request_decode.h"
 
 #define SERVICE_NAME    "personalize_gateway.v1.PersonalizeGateway"
 #define DESCRIBE_METHOD "/" SERVICE_NAME "/DescribeBatchInferenceJob"
@@ -393,19 +394,21 @@ static int wants_no_cache(const grpc_metadata_array *md)
     return 0;
 }
 
-/* Reads the whole (possibly compressed, possibly multi-slice) request and unpacks it. */
-static PersonalizeGateway__V1__DescribeBatchInferenceJobRequest *read_request(grpc_byte_buffer *bb)
+/* Reads the whole (possibly compressed, possibly multi-slice) request and takes the ARN from
+ * it with its length (request_decode.h: an embedded NUL must reach the ARN check). An ARN
+ * longer than r->arn keeps a prefix, which lookup's ARN check rejects by length. Returns 0 or
+ * -1 (not a valid message). */
+static int read_request(grpc_byte_buffer *bb, rpc *r)
 {
     grpc_byte_buffer_reader reader;
     if (!grpc_byte_buffer_reader_init(&reader, bb))
-        return NULL;
+        return -1;
     grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
-    PersonalizeGateway__V1__DescribeBatchInferenceJobRequest *req =
-        personalize_gateway__v1__describe_batch_inference_job_request__unpack(
-            NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+    int rc = pgw_request_decode_arn(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all), r->arn,
+                                    sizeof(r->arn), &r->arn_len, NULL, 0);
     grpc_slice_unref(all);
-    return req;
+    return rc;
 }
 
 /* Finds the caller's identity: the verified client certificate under mutual TLS, else the
@@ -459,18 +462,12 @@ static void on_new_describe(rpc *r)
         rpc_unref(r);
         return;
     }
-    PersonalizeGateway__V1__DescribeBatchInferenceJobRequest *req = read_request(r->payload);
-    if (!req) {
+    if (read_request(r->payload, r) != 0) {
         reject(r, GRPC_STATUS_INVALID_ARGUMENT,
                "the request is not a valid DescribeBatchInferenceJobRequest message");
         rpc_unref(r);
         return;
     }
-    size_t len = strlen(req->batch_inference_job_arn);
-    /* Longer than any valid ARN: keep a prefix, lookup's ARN check rejects it by length. */
-    r->arn_len = len < sizeof(r->arn) - 1 ? len : sizeof(r->arn) - 1;
-    memcpy(r->arn, req->batch_inference_job_arn, r->arn_len);
-    personalize_gateway__v1__describe_batch_inference_job_request__free_unpacked(req, NULL);
     r->no_cache = wants_no_cache(&r->request_md);
     r->deadline_ms = deadline_to_mono_ms(r->deadline);
 

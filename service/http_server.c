@@ -22,12 +22,12 @@
 #include "service/clock.h"
 #include "service/identity.h"
 #include "service/health.h"
+#include "service/http_request.h"
 #include "service/log.h"
 #include "service/metrics.h"
 
 #define AWS_TARGET       "AmazonPersonalize.DescribeBatchInferenceJob"
 #define AWS_CONTENT_TYPE "application/x-amz-json-1.1"
-#define REST_PREFIX      "/v1/batch-inference-jobs/"
 #define JSON_TYPE        "application/json"
 #define TEXT_TYPE        "text/plain; charset=utf-8"
 
@@ -463,25 +463,14 @@ static void handle_aws(pgw_http_server *s, struct evhttp_request *req)
         reply_aws_error(s, req, 500, "InternalFailure", "out of memory", NULL);
         return;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb(bytes, len, 0, &jerr);
-    json_t *arn = root ? json_object_get(root, "batchInferenceJobArn") : NULL;
-    const char *problem = NULL, *type = "SerializationException";
-    if (!root)
-        problem = "the request body is not valid JSON";
-    else if (!json_is_object(root))
-        problem = "the request body must be a JSON object";
-    else if (!arn || json_is_null(arn))
-        problem = "batchInferenceJobArn is required", type = "InvalidInputException";
-    else if (!json_is_string(arn))
-        problem = "batchInferenceJobArn must be a string";
-    if (problem) {
+    pgw_http_aws_request parsed;
+    if (pgw_http_aws_request_parse(&parsed, bytes, len) != 0) {
         count_early(ROUTE_AWS, PGW_INVALID_ARGUMENT);
-        reply_aws_error(s, req, 400, type, problem, NULL);
+        reply_aws_error(s, req, 400, parsed.aws_type, parsed.problem, NULL);
     } else {
-        start_call(s, req, ROUTE_AWS, json_string_value(arn), json_string_length(arn));
+        start_call(s, req, ROUTE_AWS, parsed.arn, parsed.arn_len);
     }
-    json_decref(root);
+    pgw_http_aws_request_cleanup(&parsed);
 }
 
 /* GET /v1/batch-inference-jobs/{arn}: `rest` is the path after the prefix, still encoded. An
@@ -489,13 +478,13 @@ static void handle_aws(pgw_http_server *s, struct evhttp_request *req)
 static void handle_rest(pgw_http_server *s, struct evhttp_request *req, const char *rest)
 {
     size_t len = 0;
-    char *arn = evhttp_uridecode(rest, 0, &len);
-    if (!arn || strlen(arn) != len) { /* an encoded NUL */
-        count_early(ROUTE_REST, PGW_INVALID_ARGUMENT);
-        reply_rest_error(s, req, PGW_INVALID_ARGUMENT, "the ARN in the path does not decode");
-    } else {
+    /* An encoded NUL ("%00") stays in, with the length: lookup's ARN check refuses it, as it
+     * does on every other path. */
+    char *arn = pgw_http_rest_arn(rest, &len);
+    if (!arn)
+        reply_rest_error(s, req, PGW_INTERNAL, "out of memory");
+    else
         start_call(s, req, ROUTE_REST, arn, len);
-    }
     free(arn);
 }
 
@@ -539,19 +528,23 @@ static void on_request(struct evhttp_request *req, void *arg)
     int get = evhttp_request_get_command(req) == EVHTTP_REQ_GET;
     int post = evhttp_request_get_command(req) == EVHTTP_REQ_POST;
 
-    if (strcmp(path, "/") == 0) {
+    const char *rest = NULL;
+    switch (pgw_http_route_of(path, &rest)) {
+    case PGW_HTTP_ROUTE_AWS:
         if (post)
             handle_aws(s, req);
         else
             method_not_allowed(s, req, "POST");
-    } else if (strncmp(path, REST_PREFIX, strlen(REST_PREFIX)) == 0 &&
-               path[strlen(REST_PREFIX)] != '\0') {
+        break;
+    case PGW_HTTP_ROUTE_REST:
         if (get)
-            handle_rest(s, req, path + strlen(REST_PREFIX));
+            handle_rest(s, req, rest);
         else
             method_not_allowed(s, req, "GET");
-    } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-               strcmp(path, "/metrics") == 0) {
+        break;
+    case PGW_HTTP_ROUTE_HEALTHZ:
+    case PGW_HTTP_ROUTE_READYZ:
+    case PGW_HTTP_ROUTE_METRICS:
         if (!get)
             method_not_allowed(s, req, "GET");
         else if (path[1] == 'h')
@@ -560,10 +553,12 @@ static void on_request(struct evhttp_request *req, void *arg)
             handle_readyz(s, req);
         else
             handle_metrics(s, req);
-    } else {
+        break;
+    case PGW_HTTP_ROUTE_NOT_FOUND:
         reply_json(s, req, 404, JSON_TYPE,
                    json_pack("{s:s, s:s}", "code", "NOT_FOUND", "message",
                              "no such path; see GET /v1/batch-inference-jobs/{arn} or POST /"));
+        break;
     }
 }
 

@@ -761,10 +761,12 @@ int pgw_lookup_answer_cached(pgw_lookup *lk, const pgw_lookup_params *params, pg
                              void *user_data)
 {
     /* Policy and per-caller limits keep state on the loop thread: such callers take the
-     * ordinary path. So do ARNs that cannot be a cache key. */
+     * ordinary path. So do malformed ARNs (a NUL, a non-ASCII byte...): the ordinary path
+     * refuses them before any cache tier is consulted. */
+    pgw_arn parsed;
     if (!lk->l1 || params->no_cache || lk->policy ||
-        pgw_rate_limit_caller_enabled(lk->rate_limit) || params->arn_len == 0 ||
-        params->arn_len > PGW_ARN_MAX_LEN || memchr(params->arn, '\0', params->arn_len))
+        pgw_rate_limit_caller_enabled(lk->rate_limit) ||
+        pgw_arn_parse(params->arn, params->arn_len, &parsed, NULL, 0) != 0)
         return 0;
     int64_t started_us = pgw_now_mono_us();
     char arn[PGW_ARN_MAX_LEN + 1];
