@@ -26,6 +26,7 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/adapters/libevent.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -498,6 +499,45 @@ static void on_disconnect(const redisAsyncContext *cac, int status)
     leave(tier);
 }
 
+/* hiredis 0.14 allocates an array reply's element table as soon as it has read the count, so
+ * "*500000000\r\n" from a broken or hostile Redis cost 4 GB at once (found by
+ * fuzz_redis_reply). No reply the gateway asks for has more than a few elements: a larger
+ * array fails the reader ("out of memory"), which drops the connection. */
+#define PGW_REDIS_MAX_ARRAY 64
+
+static redisReplyObjectFunctions *hiredis_fn; /* hiredis' own table, delegated to */
+static redisReplyObjectFunctions bounded_fn;
+static pthread_once_t bounded_once = PTHREAD_ONCE_INIT;
+
+static void *bounded_create_array(const redisReadTask *task, int elements)
+{
+    if (elements < 0 || elements > PGW_REDIS_MAX_ARRAY)
+        return NULL;
+    return hiredis_fn->createArray(task, elements);
+}
+
+static void bounded_init(void)
+{
+    /* A reader made only to learn hiredis' default table (a static inside hiredis, which
+     * outlives the reader). */
+    redisReader *probe = redisReaderCreate();
+    if (probe && probe->fn) {
+        hiredis_fn = probe->fn;
+        bounded_fn = *hiredis_fn;
+        bounded_fn.createArray = bounded_create_array;
+    }
+    redisReaderFree(probe);
+}
+
+int pgw_redis_reader_bound(redisReader *reader)
+{
+    pthread_once(&bounded_once, bounded_init);
+    if (!reader || !hiredis_fn || reader->fn != hiredis_fn)
+        return -1;
+    reader->fn = &bounded_fn;
+    return 0;
+}
+
 static void connect_ip(redis_conn *c, const char *ip)
 {
     pgw_redis_tier *tier = c->tier;
@@ -511,7 +551,8 @@ static void connect_ip(redis_conn *c, const char *ip)
         return;
     }
     ac->data = c;
-    if (redisLibeventAttach(ac, tier->base) != REDIS_OK) {
+    if (pgw_redis_reader_bound(ac->c.reader) != 0 ||
+        redisLibeventAttach(ac, tier->base) != REDIS_OK) {
         redisAsyncFree(ac);
         conn_failed(c);
         return;
@@ -605,13 +646,36 @@ static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- subscriber ---------------------------------------------------------------------------- */
 
-/* Is reply->element[i] a string equal to s? */
-static int elem_is(const redisReply *reply, size_t i, const char *s)
+/* Is reply->element[i] a string equal to s (s_len bytes; case-insensitive)? */
+static int elem_is(const redisReply *reply, size_t i, const char *s, size_t n)
 {
     const redisReply *e = reply->element[i];
-    size_t n = strlen(s);
     return e && (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) &&
            (size_t)e->len == n && strncasecmp(e->str, s, n) == 0;
+}
+
+pgw_redis_sub_event pgw_redis_sub_reply(const redisReply *reply, const char *channel,
+                                        const uint8_t **payload, size_t *len)
+{
+    *payload = NULL;
+    *len = 0;
+    if (!reply)
+        return PGW_REDIS_SUB_OTHER;
+    if (reply->type == REDIS_REPLY_ERROR)
+        return PGW_REDIS_SUB_ERROR;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 || !reply->element)
+        return PGW_REDIS_SUB_OTHER;
+    size_t cl = strlen(channel);
+    if (elem_is(reply, 0, "subscribe", 9) && elem_is(reply, 1, channel, cl))
+        return PGW_REDIS_SUB_SUBSCRIBED;
+    const redisReply *p = reply->element[2];
+    if (elem_is(reply, 0, "message", 7) && elem_is(reply, 1, channel, cl) && p &&
+        p->type == REDIS_REPLY_STRING) {
+        *payload = (const uint8_t *)p->str;
+        *len = (size_t)p->len;
+        return PGW_REDIS_SUB_MESSAGE;
+    }
+    return PGW_REDIS_SUB_OTHER;
 }
 
 static void sub_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
@@ -622,19 +686,24 @@ static void sub_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
         return; /* torn down */
     pgw_redis_tier *tier = c->tier;
     enter(tier);
-    if (reply->type == REDIS_REPLY_ERROR) {
+    const uint8_t *payload;
+    size_t len;
+    switch (pgw_redis_sub_reply(reply, tier->cfg.subscribe_channel, &payload, &len)) {
+    case PGW_REDIS_SUB_ERROR:
         /* e.g. NOPERM: the ACL user may not subscribe. */
         set_error(tier, "redis SUBSCRIBE failed: %.100s", reply->str ? reply->str : "");
         conn_drop(c);
-    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
-        if (elem_is(reply, 0, "subscribe")) {
-            set_subscribed(c, 1);
-        } else if (elem_is(reply, 0, "message") && reply->element[2]->type == REDIS_REPLY_STRING) {
-            tier->stats.messages++;
-            if (tier->cfg.on_message && !tier->free_pending)
-                tier->cfg.on_message((const uint8_t *)reply->element[2]->str,
-                                     (size_t)reply->element[2]->len, tier->cfg.message_ud);
-        }
+        break;
+    case PGW_REDIS_SUB_SUBSCRIBED:
+        set_subscribed(c, 1);
+        break;
+    case PGW_REDIS_SUB_MESSAGE:
+        tier->stats.messages++;
+        if (tier->cfg.on_message && !tier->free_pending)
+            tier->cfg.on_message(payload, len, tier->cfg.message_ud);
+        break;
+    case PGW_REDIS_SUB_OTHER:
+        break;
     }
     leave(tier);
 }
@@ -830,23 +899,40 @@ static void answer_req(pgw_redis_tier *tier, const redis_req *req, const redisRe
         answer_reply(tier, req->reply_cb, req->user_data, reply);
         return;
     }
-    if (reply && reply->type == REDIS_REPLY_STRING) {
-        breaker_success(tier);
-        if ((size_t)reply->len > tier->cfg.max_value_bytes) {
-            tier->stats.oversize++;
-            answer(tier, req->get_cb, req->user_data, PGW_REDIS_MISS, NULL, 0);
-        } else {
-            answer(tier, req->get_cb, req->user_data, PGW_REDIS_HIT, (const uint8_t *)reply->str,
-                   (size_t)reply->len);
-        }
-    } else if (reply && reply->type == REDIS_REPLY_NIL) {
-        breaker_success(tier);
-        answer(tier, req->get_cb, req->user_data, PGW_REDIS_MISS, NULL, 0);
-    } else {
-        /* NULL (connection gone), an error reply, or a type GET never returns. */
+    const uint8_t *value;
+    size_t len;
+    int oversize;
+    pgw_redis_result res =
+        pgw_redis_get_reply(reply, tier->cfg.max_value_bytes, &value, &len, &oversize);
+    if (res == PGW_REDIS_ERROR) {
         breaker_failure(tier);
-        answer(tier, req->get_cb, req->user_data, PGW_REDIS_ERROR, NULL, 0);
+    } else {
+        breaker_success(tier);
+        if (oversize)
+            tier->stats.oversize++;
     }
+    answer(tier, req->get_cb, req->user_data, res, value, len);
+}
+
+pgw_redis_result pgw_redis_get_reply(const redisReply *reply, size_t max_value_bytes,
+                                     const uint8_t **value, size_t *len, int *oversize)
+{
+    *value = NULL;
+    *len = 0;
+    *oversize = 0;
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        if ((size_t)reply->len > max_value_bytes) {
+            *oversize = 1;
+            return PGW_REDIS_MISS;
+        }
+        *value = (const uint8_t *)reply->str;
+        *len = (size_t)reply->len;
+        return PGW_REDIS_HIT;
+    }
+    if (reply && reply->type == REDIS_REPLY_NIL)
+        return PGW_REDIS_MISS;
+    /* NULL (connection gone), an error reply, or a type GET never returns. */
+    return PGW_REDIS_ERROR;
 }
 
 static void req_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
