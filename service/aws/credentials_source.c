@@ -186,8 +186,8 @@ pgw_credentials *pgw_credentials_from_json(const char *body, size_t len, const c
     } else if (!akid || !*akid || !secret || !*secret) {
         snprintf(err, err_len, "the answer lacks AccessKeyId or SecretAccessKey");
     } else if (!pgw_credentials_usable(akid, secret, token)) {
-        /* Found by fuzz_credentials_imds / _container: a CR/LF in the key id or the token
-         * would have gone into a request header. */
+        /* Found by fuzz_credentials_imds: a CR/LF in the key id or the token would have gone
+         * into a request header. */
         snprintf(err, err_len,
                  "the answer's AccessKeyId or Token holds characters a request header cannot "
                  "carry");

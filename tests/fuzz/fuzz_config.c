@@ -37,14 +37,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *argv[MAX_PIECES + 2];
     int argc = 0;
     argv[argc++] = "personalize-gateway";
-    char *set[MAX_PIECES];
+    /* putenv with our own copies, not setenv: glibc keeps every string setenv made for the
+     * life of the process, which grew the fuzzer's memory without end. */
+    char *set[MAX_PIECES], *names[MAX_PIECES];
     size_t nset = 0;
     for (size_t i = 0; i < n; i++) {
         if (env_piece(pieces[i])) {
-            char *eq = strchr(pieces[i], '=');
-            *eq = '\0';
-            if (setenv(pieces[i], eq + 1, 1) == 0)
-                set[nset++] = pieces[i];
+            char *entry = strdup(pieces[i]);
+            char *name = strndup(pieces[i], (size_t)(strchr(pieces[i], '=') - pieces[i]));
+            if (entry && name && putenv(entry) == 0) {
+                set[nset] = entry;
+                names[nset++] = name;
+            } else {
+                free(entry);
+                free(name);
+            }
         } else {
             argv[argc++] = pieces[i];
         }
@@ -72,8 +79,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         FUZZ_ASSERT(rc == PGW_CONFIG_HELP);
     }
-    for (size_t i = 0; i < nset; i++)
-        unsetenv(set[i]);
+    for (size_t i = nset; i-- > 0;) {
+        unsetenv(names[i]); /* every copy of the name: a later piece may have replaced it */
+        free(names[i]);
+        free(set[i]);
+    }
     free(buf);
     return 0;
 }

@@ -114,7 +114,7 @@ static void test_profile_lookup(void)
 }
 
 /* Names from the files are quoted in messages, so a message (logged as JSON) stays printable
- * whatever the file holds; found by fuzz_credentials_ini. */
+ * whatever the file holds (fuzz_credentials_ini checks it on every resolution). */
 static void test_profile_errors_quoted(void)
 {
     const char text[] = "[a\x1b[31m\xff]\nrole_arn = r\nsource_profile = gone\xc3\n";

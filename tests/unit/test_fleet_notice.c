@@ -1,8 +1,9 @@
 /* fleet: what arrives from Redis, checked without Redis: FillNotice parsing (a failure code
  * outside 1..16 or a notice with neither entry nor code is malformed; a failure message is
  * bounded, control characters become spaces, invalid UTF-8 is dropped), the takeover wait
- * (bounded by the lease life whatever PTTL says; found by fuzz_redis_reply's invariant: a PTTL
- * of 2^63 - 1 overflowed) and the SET NX reply that wins a lease. */
+ * (bounded by the lease life whatever PTTL says: a PTTL of 2^63 - 1 overflowed; seen while
+ * factoring fleet.c for fuzz_redis_reply, whose invariant now checks it) and the SET NX reply
+ * that wins a lease. */
 #include <hiredis/hiredis.h>
 #include <limits.h>
 #include <stdint.h>
