@@ -9,6 +9,8 @@
 #   floor    the trivial server, same threading as the gateway
 #   l1       gateway, every call an in-process (L1) hit
 #   redis    gateway with --l1-max-entries 0: every call a Redis hit
+#   redis-tls the same against the same redis-server's TLS port (rediss://, certificates made
+#            here with openssl, verified by the gateway)
 #   stampede gateway, every call `cache-control: no-cache` for one ARN: coalesced upstream reads
 # h2load counts any HTTP 200 as success, whatever the grpc-status, so successes are also
 # counted by the gateway itself (pgw_requests_total{code="OK"} on /metrics).
@@ -70,10 +72,23 @@ pids+=($!)
 for _ in $(seq 100); do [ -s "$work/fake.port" ] && break; sleep 0.1; done
 fake="http://127.0.0.1:$(cat "$work/fake.port")"
 curl -s -XPOST "$fake/__control/jobs" -d "{\"arn\":\"$ARN\",\"status\":\"ACTIVE\"}" >/dev/null
+# A test CA and a certificate for 127.0.0.1, for the TLS port of the same redis-server.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/ca.key" \
+  -out "$work/ca.pem" -days 1 -subj /CN=bench-ca -addext basicConstraints=critical,CA:TRUE \
+  -addext keyUsage=critical,keyCertSign >/dev/null 2>&1
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/redis.key" \
+  -out "$work/redis.csr" -subj /CN=127.0.0.1 >/dev/null 2>&1
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$work/redis.ext"
+openssl x509 -req -in "$work/redis.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+  -out "$work/redis.pem" -days 1 -extfile "$work/redis.ext" >/dev/null 2>&1
 redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+redis_tls_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+  --tls-port "$redis_tls_port" --tls-cert-file "$work/redis.pem" --tls-key-file "$work/redis.key" \
+  --tls-ca-cert-file "$work/ca.pem" --tls-auth-clients no >/dev/null &
 pids+=($!)
 wait_port "$redis_port"
+wait_port "$redis_tls_port"
 
 # CPU time (user + system, all threads) a process has used, in µs: per call, it is the figure
 # least disturbed by other load on a shared VM, where requests/s drift by tens of percent.
@@ -154,10 +169,30 @@ read -r rps p50 p99 ok n late < <(lg "$GRPC_PORT" --rate "$((l1_half / 2))")
 results+=("| gateway, L1 hits at a quarter of its loadgen max (open loop, $((l1_half / 2))/s) | loadgen | $rps | $p50 | $p99 | loadgen: $ok OK of $n, $late sent late; server: $(ok_count "$HTTP_PORT") (cumulative) |")
 stop_gateway
 
-start_gateway redis --redis-url "redis://127.0.0.1:$redis_port" --l1-max-entries 0
-read -r rps p50 p99 < <(h2 "$GRPC_PORT" "$work/redis.log")
-results+=("| gateway, Redis hits (L1 disabled) | h2load | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT") |")
-stop_gateway
+redis_row() { # label log-name gateway-args...
+  local label=$1 name=$2; shift 2
+  start_gateway "$name" "$@" --l1-max-entries 0
+  # Warm: the first call fills Redis; wait until the connection is up and answering.
+  for _ in $(seq 50); do
+    h2load -n 1 -c 1 -d "$work/req.bin" -H 'content-type: application/grpc' -H 'te: trailers' \
+      "http://127.0.0.1:$GRPC_PORT$PATH_" >/dev/null 2>&1
+    curl -s "http://127.0.0.1:$HTTP_PORT/metrics" |
+      grep -q '^pgw_cache_requests_total{tier="redis",result="hit"} [1-9]' && break
+    sleep 0.1
+  done
+  local cpu0; cpu0=$(cpu_us "$GW_PID")
+  read -r rps p50 p99 < <(h2 "$GRPC_PORT" "$work/$name.h2.log")
+  local cpu; cpu=$(awk -v a="$cpu0" -v b="$(cpu_us "$GW_PID")" -v n="$REQUESTS" 'BEGIN {printf "%.1f", (b - a) / n}')
+  local hits; hits=$(curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk '/^pgw_cache_requests_total\{tier="redis",result="hit"\}/ {print $2}')
+  results+=("| $label | h2load | $rps | $p50 | $p99 | $(ok_count "$HTTP_PORT"); Redis hits $hits; server CPU $cpu µs/call |")
+  LAST_RPS=$rps; LAST_CPU=$cpu
+  stop_gateway
+}
+redis_row "gateway, Redis hits (L1 disabled)" redis --redis-url "redis://127.0.0.1:$redis_port"
+redis_rps=$LAST_RPS; redis_cpu=$LAST_CPU
+redis_row "gateway, Redis hits over TLS (rediss://, L1 disabled)" redis-tls \
+  --redis-url "rediss://127.0.0.1:$redis_tls_port" --redis-ca-file "$work/ca.pem"
+redis_tls_rps=$LAST_RPS; redis_tls_cpu=$LAST_CPU
 
 curl -s -XPOST "$fake/__control/latency" -d '{"ms": 20, "service": "personalize"}' >/dev/null
 curl -s -XPOST "$fake/__control/reset_stats" >/dev/null
@@ -175,4 +210,5 @@ echo "| --- | --- | ---: | ---: | ---: | --- |"
 printf '%s\n' "${results[@]}"
 echo
 /usr/bin/python3 -c "print('L1 hits reach %.0f%% of the floor' % (100 * float('$l1_rps') / float('$floor_rps')))"
+/usr/bin/python3 -c "print('Redis hits reach %.2fx the floor (plain), %.2fx over TLS; server CPU per call %s us plain, %s us TLS' % (float('$redis_rps') / float('$floor_rps'), float('$redis_tls_rps') / float('$floor_rps'), '$redis_cpu', '$redis_tls_cpu'))"
 /usr/bin/python3 -c "print('server CPU per L1 hit: %s us, per floor call: %s us (%.0f%% of the floor per call)' % ('$l1_cpu', '$floor_cpu', 100 * float('$floor_cpu') / float('$l1_cpu')))"

@@ -44,13 +44,27 @@ struct pgw_fleet_wait {
     char arn[];
 };
 
+/* One poll-role question: SET NX PX, then GET, on one connection. */
+struct pgw_fleet_role {
+    pgw_fleet *fleet;
+    pgw_fleet_role *all_prev, *all_next;
+    pgw_fleet_role_cb cb; /* NULL once answered or cancelled */
+    void *user_data;
+    int in_ask, replies_out, failed, won, ours;
+    char key[ARN_KEY_MAX];
+    char px[24];
+};
+
 struct pgw_fleet {
     struct event_base *base;
     pgw_redis_tier *redis;
     int lease_ms;
     char replica_id[REPLICA_ID_MAX + 1];
     pgw_fleet_wait *index[INDEX_BUCKETS];
-    pgw_fleet_wait *all; /* every allocated wait, answered or not */
+    pgw_fleet_wait *all;   /* every allocated wait, answered or not */
+    pgw_fleet_role *roles; /* every allocated poll-role question */
+    pgw_fleet_listener listener;
+    void *listener_ud;
     pgw_fleet_stats stats;
 };
 
@@ -111,12 +125,16 @@ static void wait_release(pgw_fleet_wait *w)
     free(w);
 }
 
+static void role_release(pgw_fleet_role *r);
+
 void pgw_fleet_free(pgw_fleet *fleet)
 {
     if (!fleet)
         return;
     while (fleet->all)
         wait_release(fleet->all);
+    while (fleet->roles)
+        role_release(fleet->roles);
     free(fleet);
 }
 
@@ -490,6 +508,8 @@ void pgw_fleet_on_message(const uint8_t *payload, size_t len, void *user_data)
         return;
     }
     fleet->stats.notices_received++;
+    if (fleet->listener && n.entry_len > 0)
+        fleet->listener(n.arn, n.entry, n.entry_len, fleet->listener_ud);
     pgw_fleet_wait *w = index_find(fleet, n.arn);
     if (w && strcmp(n.replica_id, fleet->replica_id) != 0) {
         if (n.entry_len > 0) {
@@ -528,6 +548,133 @@ void pgw_fleet_on_subscription(int up, void *user_data)
             finish_fetch(w, 0);
         }
     }
+}
+
+void pgw_fleet_set_listener(pgw_fleet *fleet, pgw_fleet_listener fn, void *user_data)
+{
+    fleet->listener = fn;
+    fleet->listener_ud = user_data;
+}
+
+/* --- poll roles --- */
+
+static void role_release(pgw_fleet_role *r)
+{
+    pgw_fleet *fleet = r->fleet;
+    if (r->all_prev)
+        r->all_prev->all_next = r->all_next;
+    else
+        fleet->roles = r->all_next;
+    if (r->all_next)
+        r->all_next->all_prev = r->all_prev;
+    free(r);
+}
+
+static void role_answer(pgw_fleet_role *r, int poller, int changed_hands)
+{
+    pgw_fleet_role_cb cb = r->cb;
+    r->cb = NULL;
+    if (cb)
+        cb(poller, changed_hands, r->user_data);
+    if (r->replies_out == 0 && !r->in_ask)
+        role_release(r);
+}
+
+static void on_role_renewed(const struct redisReply *reply, void *user_data)
+{
+    pgw_fleet_role *r = user_data;
+    r->replies_out--;
+    role_answer(r, 1, 0);
+}
+
+/* SET NX and GET are both in: won, ours already (renew), or someone else's. */
+static void role_decide(pgw_fleet_role *r)
+{
+    if (!r->cb) {
+        if (r->replies_out == 0 && !r->in_ask)
+            role_release(r);
+        return;
+    }
+    if (r->failed) {
+        role_answer(r, 1, 0); /* Redis cannot say: poll for ourselves */
+    } else if (r->won) {
+        r->fleet->stats.poll_roles_won++;
+        role_answer(r, 1, 1);
+    } else if (r->ours) {
+        const char *argv[] = {"PEXPIRE", r->key, r->px};
+        size_t lens[] = {7, strlen(r->key), strlen(r->px)};
+        r->replies_out++;
+        pgw_redis_tier_command(r->fleet->redis, 3, argv, lens, on_role_renewed, r);
+    } else {
+        role_answer(r, 0, 0);
+    }
+}
+
+static void on_role_reply(const struct redisReply *reply, int which, pgw_fleet_role *r)
+{
+    r->replies_out--;
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        r->failed = 1;
+    else if (which == 0)
+        r->won = pgw_fleet_lease_won(reply);
+    else
+        r->ours = reply->type == REDIS_REPLY_STRING && reply->len == strlen(r->fleet->replica_id) &&
+                  memcmp(reply->str, r->fleet->replica_id, reply->len) == 0;
+    if (r->replies_out == 0)
+        role_decide(r);
+}
+
+static void on_role_set(const struct redisReply *reply, void *r)
+{
+    on_role_reply(reply, 0, r);
+}
+
+static void on_role_get(const struct redisReply *reply, void *r)
+{
+    on_role_reply(reply, 1, r);
+}
+
+pgw_fleet_role *pgw_fleet_poll_role(pgw_fleet *fleet, const char *arn, int lease_ms,
+                                    pgw_fleet_role_cb cb, void *user_data)
+{
+    pgw_fleet_role *r = calloc(1, sizeof(*r));
+    int n = r ? snprintf(r->key, sizeof(r->key), "%s%s", PGW_REDIS_POLL_PREFIX, arn) : -1;
+    if (!r || n <= 0 || (size_t)n >= sizeof(r->key) || !fleet->redis) {
+        free(r);
+        cb(1, 0, user_data);
+        return NULL;
+    }
+    r->fleet = fleet;
+    r->cb = cb;
+    r->user_data = user_data;
+    snprintf(r->px, sizeof(r->px), "%d", lease_ms > 0 ? lease_ms : 1);
+    r->all_next = fleet->roles;
+    if (r->all_next)
+        r->all_next->all_prev = r;
+    fleet->roles = r;
+    const char *set_argv[] = {"SET", r->key, fleet->replica_id, "NX", "PX", r->px};
+    size_t set_lens[] = {3, strlen(r->key), strlen(fleet->replica_id), 2, 2, strlen(r->px)};
+    const char *get_argv[] = {"GET", r->key};
+    size_t get_lens[] = {3, strlen(r->key)};
+    r->in_ask = 1;
+    r->replies_out = 2;
+    pgw_redis_tier_command(fleet->redis, 6, set_argv, set_lens, on_role_set, r);
+    pgw_redis_tier_command(fleet->redis, 2, get_argv, get_lens, on_role_get, r);
+    r->in_ask = 0;
+    if (r->cb)
+        return r;
+    if (r->replies_out == 0)
+        role_release(r);
+    return NULL;
+}
+
+void pgw_fleet_role_cancel(pgw_fleet_role *r)
+{
+    if (!r || !r->cb)
+        return;
+    r->cb = NULL;
+    if (r->replies_out == 0 && !r->in_ask)
+        role_release(r);
 }
 
 void pgw_fleet_stats_get(const pgw_fleet *fleet, pgw_fleet_stats *out)

@@ -32,6 +32,9 @@ typedef struct pgw_redis_tier pgw_redis_tier;
 typedef struct pgw_fleet pgw_fleet;
 typedef struct pgw_fleet_wait pgw_fleet_wait;
 
+/* The watch poller's lease (the fetch lease and the notice channel are in redis_tier.h). */
+#define PGW_REDIS_POLL_PREFIX "pgw:v1:poll:"
+
 typedef struct pgw_fleet_config {
     int lease_ms;           /* a lease's life without its holder; default 3000 */
     const char *replica_id; /* copied; NULL or "" = random */
@@ -62,8 +65,9 @@ typedef struct pgw_fleet_stats {
     uint64_t leases_taken_over; /* leases won after the holder's had expired */
     uint64_t fallbacks;         /* Redis unusable: fetched without a lease */
     uint64_t notices_published, notices_received, notices_malformed;
-    size_t waiting; /* waits currently open */
-    int subscribed; /* the notice channel is subscribed (pub/sub can be relied on) */
+    uint64_t poll_roles_won; /* poll leases taken (first, or from a holder that died) */
+    size_t waiting;          /* waits currently open */
+    int subscribed;          /* the notice channel is subscribed (pub/sub can be relied on) */
 } pgw_fleet_stats;
 
 /* Fills *cfg with the defaults above. */
@@ -105,6 +109,22 @@ void pgw_fleet_publish_fill(pgw_fleet *fleet, const char *arn, const uint8_t *en
 
 /* The lease holder's fetch failed: releases the lease and tells the waiters. */
 void pgw_fleet_publish_failure(pgw_fleet *fleet, const char *arn, int code, const char *message);
+
+/* Hears every notice that carries a cache entry, whoever waits for it: how watches on every
+ * replica learn of the change one replica's poll saw. One listener; NULL removes it. */
+typedef void (*pgw_fleet_listener)(const char *arn, const uint8_t *entry, size_t len, void *ud);
+void pgw_fleet_set_listener(pgw_fleet *fleet, pgw_fleet_listener fn, void *user_data);
+
+/* Watches: which replica polls an ARN. Each period every replica watching the ARN asks; the
+ * holder of "pgw:v1:poll:<arn>" renews it (PEXPIRE) and polls, the others do not, and when the
+ * holder dies its lease runs out (after lease_ms) and the next to ask takes it. cb(poller, ud)
+ * fires exactly once unless cancelled, maybe before this returns (then NULL is returned);
+ * poller = 1 also when Redis cannot be asked (each replica then polls for itself). */
+typedef struct pgw_fleet_role pgw_fleet_role;
+typedef void (*pgw_fleet_role_cb)(int poller, int changed_hands, void *user_data);
+pgw_fleet_role *pgw_fleet_poll_role(pgw_fleet *fleet, const char *arn, int lease_ms,
+                                    pgw_fleet_role_cb cb, void *user_data);
+void pgw_fleet_role_cancel(pgw_fleet_role *role);
 
 /* Copies the counters into *out. */
 void pgw_fleet_stats_get(const pgw_fleet *fleet, pgw_fleet_stats *out);

@@ -61,17 +61,35 @@ static const opt_def options[] = {
     INT_OPT(upstream_connect_timeout_ms, "3000", 100, 60000, "upstream connect timeout"),
     INT_OPT(upstream_max_attempts, "3", 1, 10,
             "attempts per upstream call (AWS standard retry mode)"),
+    INT_OPT(upstream_max_in_flight, "1000", 1, 100000,
+            "concurrent upstream fetches (one per ARN, shared by its coalesced callers)"),
+    INT_OPT(upstream_max_queued, "1000", 0, 1000000,
+            "fetches waiting for an upstream slot; past it a miss fails fast with UNAVAILABLE"),
+    INT_OPT(upstream_max_connections, "1000", 1, 100000,
+            "upstream connections per host, reused; HTTP/2 multiplexes many fetches on one"),
+    INT_OPT(max_concurrent_calls, "10000", 1, 1000000,
+            "calls in flight at once (fresh in-process hits aside); past it RESOURCE_EXHAUSTED"),
     STR_OPT(upstream_ca_file, OPT_STRING, NULL,
             "PEM CA bundle for https upstream endpoints (default: the system's)"),
     INT_OPT(credentials_refresh_window_s, "900", 1, 86400,
             "refresh temporary AWS credentials this long before they expire (at most half "
             "their lifetime ahead)"),
     STR_OPT(redis_url, OPT_URL, NULL,
-            "redis://[:password@]host:port[/db]; unset: in-process cache only"),
+            "redis[s]://[[user]:password@]host:port[/db] (rediss: TLS; user: an ACL user); "
+            "unset: in-process cache only"),
     INT_OPT(redis_timeout_ms, "50", 1, 10000, "Redis command timeout; slower means a miss"),
     INT_OPT(redis_lease_ms, "3000", 100, 600000,
             "life of a replica's fetch lease in Redis: how long the others wait before one of "
             "them takes over from a holder that died"),
+    STR_OPT(redis_ca_file, OPT_STRING, NULL,
+            "PEM CA bundle the Redis server's certificate must chain to (rediss://; default: "
+            "the system's)"),
+    STR_OPT(redis_cert, OPT_STRING, NULL,
+            "PEM client certificate chain presented to Redis (rediss://, with --redis-key)"),
+    STR_OPT(redis_key, OPT_STRING, NULL, "PEM private key of --redis-cert (unencrypted)"),
+    STR_OPT(redis_password_file, OPT_STRING, NULL,
+            "file holding the Redis password (e.g. a mounted Secret), used when --redis-url has "
+            "none; re-read at every reconnect, one trailing newline ignored"),
     INT_OPT(cache_ttl_terminal_s, "3600", 1, 604800,
             "cache TTL of jobs in a terminal status (ACTIVE, CREATE FAILED)"),
     INT_OPT(cache_ttl_running_s, "10", 1, 86400,
@@ -84,6 +102,12 @@ static const opt_def options[] = {
     INT_OPT(l1_max_bytes, "67108864", 0, INT_MAX, "in-process cache size bound in bytes"),
     INT_OPT(l1_ttl_ms, "1000", 0, 3600000,
             "in-process cache TTL when Redis is configured (without Redis the status TTLs apply)"),
+    INT_OPT(watch_poll_interval_s, NULL, 1, 86400,
+            "how often a watched job is polled, once for the whole fleet (unset: "
+            "--cache-ttl-running-s)"),
+    INT_OPT(watch_max_streams, "10000", 0, 1000000,
+            "watch streams open at once (gRPC and SSE); past it a new one gets "
+            "RESOURCE_EXHAUSTED"),
     STR_OPT(tls_cert, OPT_STRING, NULL,
             "PEM certificate chain: serve gRPC over TLS (with --tls-key)"),
     STR_OPT(tls_key, OPT_STRING, NULL, "PEM private key of --tls-cert"),
@@ -209,9 +233,9 @@ static int set_option(pgw_config *cfg, const opt_def *o, const char *value, cons
         }
         break;
     case OPT_URL:
-        if (value[0] != '\0' && check_url(value, "redis") != 0) {
-            snprintf(err, err_len, "%s: not a valid redis://[:password@]host:port[/db] URL",
-                     source);
+        if (value[0] != '\0' && check_url(value, "redis,rediss") != 0) {
+            snprintf(err, err_len,
+                     "%s: not a valid redis[s]://[[user]:password@]host:port[/db] URL", source);
             return -1;
         }
         break;
@@ -354,6 +378,26 @@ static int check_auth(pgw_config *cfg, char *err, size_t err_len)
     return 0;
 }
 
+/* The Redis TLS and password settings only make sense with a Redis URL; the files themselves
+ * are checked (readable, valid PEM) when the tier is built, still at startup. */
+static int check_redis(pgw_config *cfg, char *err, size_t err_len)
+{
+    unset_if_empty(&cfg->redis_ca_file);
+    unset_if_empty(&cfg->redis_cert);
+    unset_if_empty(&cfg->redis_key);
+    unset_if_empty(&cfg->redis_password_file);
+    const char *given = cfg->redis_ca_file         ? "--redis-ca-file"
+                        : cfg->redis_cert          ? "--redis-cert"
+                        : cfg->redis_key           ? "--redis-key"
+                        : cfg->redis_password_file ? "--redis-password-file"
+                                                   : NULL;
+    if (given && !cfg->redis_url) {
+        snprintf(err, err_len, "%s: needs --redis-url", given);
+        return -1;
+    }
+    return 0;
+}
+
 pgw_config_result pgw_config_load(pgw_config *cfg, int argc, char **argv, char *err, size_t err_len)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -408,6 +452,10 @@ pgw_config_result pgw_config_load(pgw_config *cfg, int argc, char **argv, char *
         goto fail;
     if (check_auth(cfg, err, err_len) != 0)
         goto fail;
+    if (check_redis(cfg, err, err_len) != 0)
+        goto fail;
+    if (cfg->watch_poll_interval_s == 0)
+        cfg->watch_poll_interval_s = cfg->cache_ttl_running_s;
     return PGW_CONFIG_OK;
 fail:
     pgw_config_cleanup(cfg);

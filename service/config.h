@@ -24,13 +24,21 @@ typedef struct pgw_config {
     int upstream_timeout_ms; /* per attempt, further bounded by the caller's deadline */
     int upstream_connect_timeout_ms;
     int upstream_max_attempts;
+    int upstream_max_in_flight;   /* concurrent upstream fetches */
+    int upstream_max_queued;      /* fetches waiting for one of those slots */
+    int upstream_max_connections; /* connection pool bound per upstream host */
+    int max_concurrent_calls;     /* calls waiting on the loop, all frontends */
     char *upstream_ca_file; /* extra CA bundle for https endpoints, or NULL for the system's */
     int credentials_refresh_window_s; /* refresh temporary credentials this long ahead */
 
     /* cache */
     char *redis_url; /* NULL: in-process cache only */
     int redis_timeout_ms;
-    int redis_lease_ms; /* cross-replica coalescing: see cache/fleet.h */
+    int redis_lease_ms;        /* cross-replica coalescing: see cache/fleet.h */
+    char *redis_ca_file;       /* rediss://: CA bundle; NULL: the system's */
+    char *redis_cert;          /* rediss://: client certificate chain, with redis_key */
+    char *redis_key;           /* its private key */
+    char *redis_password_file; /* the password when the URL has none; re-read at reconnects */
     int cache_ttl_terminal_s;
     int cache_ttl_running_s;
     int cache_ttl_not_found_s;
@@ -39,6 +47,10 @@ typedef struct pgw_config {
     int l1_max_entries;
     int l1_max_bytes;
     int l1_ttl_ms;
+
+    /* watches (service/watch.h) */
+    int watch_poll_interval_s; /* unset: --cache-ttl-running-s */
+    int watch_max_streams;     /* open watch streams in all, both frontends */
 
     /* who may call (docs/security.md); every string NULL when unset */
     char *tls_cert;            /* PEM certificate chain: serve gRPC over TLS */

@@ -1,8 +1,15 @@
 /* The gRPC frontend, on the gRPC core C API: completion-queue threads receive calls, decode the
  * request, and hand a lookup to the event loop; the lookup's callback (on the loop thread)
- * sends the answer with grpc_call_start_batch, which is thread-safe. One small state machine
- * per call handles the caller cancelling or its deadline passing. Unknown methods get
- * UNIMPLEMENTED. */
+ * sends the answer with grpc_call_start_batch, which is thread-safe.
+ *
+ * The server (grpc_server.c) owns the listener, the completion-queue threads and a table of
+ * methods; each rpc is one state machine in a file of its own, on the call core of
+ * grpc_call.h:
+ *   grpc_rpc_describe.c    personalize_gateway.v1.PersonalizeGateway/DescribeBatchInferenceJob
+ *   grpc_rpc_watch.c       .../WatchBatchInferenceJob (server streaming, service/watch.h)
+ *   grpc_rpc_health.c      grpc.health.v1.Health/Check and /Watch
+ *   grpc_rpc_reflection.c  grpc.reflection.v1alpha and v1 ServerReflection/ServerReflectionInfo
+ *   grpc_rpc_unimplemented.c  every other method: UNIMPLEMENTED */
 #ifndef PGW_GRPC_SERVER_H
 #define PGW_GRPC_SERVER_H
 
@@ -10,6 +17,8 @@
 #include "service/lookup.h"
 
 struct pgw_audit;
+struct pgw_call_limit;
+struct pgw_watch_registry;
 typedef struct pgw_grpc_server pgw_grpc_server;
 
 typedef struct pgw_grpc_server_options {
@@ -28,6 +37,12 @@ typedef struct pgw_grpc_server_options {
     const char *identity_header;    /* plain text: trusted header with the identity, or NULL */
     int require_identity;           /* no identity -> UNAUTHENTICATED before any lookup */
     struct pgw_audit *audit;        /* borrowed; NULL: no audit lines for refused calls */
+    /* borrowed; --max-concurrent-calls, taken by every call that goes to the loop (not by
+     * fresh L1 hits); NULL: no bound */
+    struct pgw_call_limit *call_limit;
+    /* borrowed, used on the loop thread only; NULL: WatchBatchInferenceJob answers
+     * UNIMPLEMENTED */
+    struct pgw_watch_registry *watch;
 } pgw_grpc_server_options;
 
 /* Creates the server and binds its port (call after grpc_init), reading the TLS files if set.
@@ -41,8 +56,13 @@ int pgw_grpc_server_port(const pgw_grpc_server *server);
 /* Starts serving: starts the server and the completion-queue threads. Returns 0 or -1. */
 int pgw_grpc_server_start(pgw_grpc_server *server);
 
-/* Stops accepting calls, lets in-flight calls finish for up to grace_ms, then cancels the rest;
- * returns when every call is done and the threads have exited. The loop must still run. */
+/* Stops accepting calls (GOAWAY) and tells Health/Watch streams NOT_SERVING; the calls in
+ * flight go on. Idempotent; any thread. */
+void pgw_grpc_server_stop_accepting(pgw_grpc_server *server);
+
+/* pgw_grpc_server_stop_accepting, then lets in-flight calls finish for up to grace_ms, then
+ * cancels the rest; returns when every call is done and the threads have exited. The loop must
+ * still run. */
 void pgw_grpc_server_shutdown(pgw_grpc_server *server, int grace_ms);
 
 /* Frees a server that was shut down (or never started). */

@@ -2,6 +2,7 @@
 #include "service/http_request.h"
 
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <string.h>
 
 pgw_http_route pgw_http_route_of(const char *path, const char **rest)
@@ -32,6 +33,25 @@ char *pgw_http_rest_arn(const char *rest, size_t *len)
     char *arn = evhttp_uridecode(rest ? rest : "", 0, &n);
     *len = arn ? n : 0;
     return arn;
+}
+
+int pgw_http_watch_param(const char *query)
+{
+    if (!query || !*query)
+        return 0;
+    struct evkeyvalq params;
+    memset(&params, 0, sizeof(params)); /* evhttp_parse_query_str initializes it */
+    if (evhttp_parse_query_str(query, &params) != 0) {
+        evhttp_clear_headers(&params);
+        return 0;
+    }
+    const char *v = evhttp_find_header(&params, "watch");
+    int rc = !v                                               ? 0
+             : strcmp(v, "true") == 0 || strcmp(v, "1") == 0  ? 1
+             : strcmp(v, "false") == 0 || strcmp(v, "0") == 0 ? 0
+                                                              : -1;
+    evhttp_clear_headers(&params);
+    return rc;
 }
 
 int pgw_http_aws_request_parse(pgw_http_aws_request *out, const char *body, size_t len)

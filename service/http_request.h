@@ -1,6 +1,6 @@
 /* http_request: what the HTTP frontend reads out of a request, apart from the server, so that
  * it can be tested and fuzzed without a socket: the route of a path, the AWS JSON 1.1 body of
- * POST / and the ARN in GET /v1/batch-inference-jobs/{ARN}.
+ * POST /, the ARN in GET /v1/batch-inference-jobs/{ARN} and its ?watch= parameter.
  *
  * Nothing here checks the ARN itself: the frontend hands the bytes (with their length, NULs
  * and all) to lookup, whose pgw_arn_parse() is the one ARN check every frontend shares. Pure:
@@ -31,6 +31,11 @@ pgw_http_route pgw_http_route_of(const char *path, const char **rest);
  * terminated, that the caller frees, its length in *len. It may hold NUL bytes (from "%00"),
  * which only the length shows. NULL when out of memory. */
 char *pgw_http_rest_arn(const char *rest, size_t *len);
+
+/* The watch parameter of a REST request's query string (NULL or "" when there is none):
+ * 1 for watch=true or watch=1, 0 for watch=false, watch=0, no watch parameter or a query
+ * that does not parse, -1 for a watch parameter that is none of these. */
+int pgw_http_watch_param(const char *query);
 
 /* A parsed POST / body. */
 typedef struct pgw_http_aws_request {

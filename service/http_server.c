@@ -19,10 +19,12 @@
 
 #include "personalize_gateway/v1/personalize_gateway.pb-c.h"
 #include "service/aws/job_json.h"
+#include "service/call_limit.h"
 #include "service/clock.h"
 #include "service/identity.h"
 #include "service/health.h"
 #include "service/http_request.h"
+#include "service/http_sse.h"
 #include "service/log.h"
 #include "service/metrics.h"
 
@@ -45,7 +47,11 @@ struct pgw_http_server {
     int early_close; /* the backend reports a peer's close without reading (EV_CLOSED) */
     atomic_int in_flight;
     atomic_int draining;
+    pgw_http_sse_options sse;
 };
+
+/* Server-sent events send a comment this often while a job does not change. */
+#define SSE_HEARTBEAT_MS 15000
 
 /* One DescribeBatchInferenceJob call waiting for lookup. It lives from the moment the call
  * goes asynchronous until it is answered or its connection goes away, whichever is first;
@@ -58,8 +64,9 @@ typedef struct http_call {
     struct event *close_watch; /* EV_CLOSED on the socket: evhttp stops reading meanwhile */
     pgw_lookup_req *lookup;
     route route;
-    int starting; /* inside pgw_lookup_start: the callback must not free the call */
-    int finished; /* answered or abandoned */
+    int starting;         /* inside pgw_lookup_start: the callback must not free the call */
+    int finished;         /* answered or abandoned */
+    int holds_call_place; /* a --max-concurrent-calls place, given back by call_finish */
     int64_t started_ms;
 } http_call;
 
@@ -226,6 +233,10 @@ static void call_finish(http_call *c, pgw_code code)
     pgw_metrics_request(frontend_name(c->route), code, seconds);
     pgw_metrics_in_flight(frontend_name(c->route), -1);
     atomic_fetch_sub(&c->server->in_flight, 1);
+    if (c->holds_call_place) {
+        c->holds_call_place = 0;
+        pgw_call_limit_leave(c->server->options.call_limit);
+    }
 }
 
 /* The peer closed its end while its call waited for lookup (evhttp does not read then, so it
@@ -337,6 +348,27 @@ static int wants_no_cache(struct evhttp_request *req)
     return v && strcasestr(v, "no-cache") != NULL;
 }
 
+/* The caller's identity into out ("" for none), from the trusted header when one is
+ * configured: exactly one occurrence with a valid value, as on the gRPC port. */
+static void take_identity(pgw_http_server *s, struct evhttp_request *req,
+                          char out[PGW_IDENTITY_MAX_LEN + 1])
+{
+    out[0] = '\0';
+    if (!s->options.identity_header)
+        return;
+    const char *value = NULL;
+    int count = 0;
+    for (struct evkeyval *h = evhttp_request_get_input_headers(req)->tqh_first; h;
+         h = h->next.tqe_next) {
+        if (evutil_ascii_strcasecmp(h->key, s->options.identity_header) == 0) {
+            value = h->value;
+            count++;
+        }
+    }
+    if (count == 1 && pgw_identity_valid(value, strlen(value)))
+        snprintf(out, PGW_IDENTITY_MAX_LEN + 1, "%s", value);
+}
+
 /* Hands the ARN (borrowed for this call only) to lookup and answers when it is done. */
 static void start_call(pgw_http_server *s, struct evhttp_request *req, route r, const char *arn,
                        size_t arn_len)
@@ -363,22 +395,8 @@ static void start_call(pgw_http_server *s, struct evhttp_request *req, route r, 
                 event_add(c->close_watch, NULL);
         }
     }
-    /* The caller's identity, from the trusted header when one is configured: exactly one
-     * occurrence with a valid value, as on the gRPC port. */
-    char identity[PGW_IDENTITY_MAX_LEN + 1] = "";
-    if (s->options.identity_header) {
-        const char *value = NULL;
-        int count = 0;
-        for (struct evkeyval *h = evhttp_request_get_input_headers(req)->tqh_first; h;
-             h = h->next.tqe_next) {
-            if (evutil_ascii_strcasecmp(h->key, s->options.identity_header) == 0) {
-                value = h->value;
-                count++;
-            }
-        }
-        if (count == 1 && pgw_identity_valid(value, strlen(value)))
-            snprintf(identity, sizeof(identity), "%s", value);
-    }
+    char identity[PGW_IDENTITY_MAX_LEN + 1];
+    take_identity(s, req, identity);
     if (s->options.require_identity && !identity[0]) {
         pgw_metrics_auth_decision("unauthenticated");
         pgw_lookup_result refused = {
@@ -400,6 +418,25 @@ static void start_call(pgw_http_server *s, struct evhttp_request *req, route r, 
         .no_cache = wants_no_cache(req),
         .frontend = "http",
     };
+    if (!pgw_call_limit_enter(s->options.call_limit)) {
+        /* The gateway's own bound: a fresh L1 hit holds nothing and is still answered; any
+         * other call is refused at once. */
+        c->starting = 1;
+        if (pgw_lookup_answer_cached(s->options.lookup, &p, on_lookup_done, c) !=
+            PGW_CACHED_ANSWERED) {
+            pgw_metrics_rejected("max_concurrent_calls");
+            char message[160];
+            snprintf(message, sizeof(message),
+                     "the gateway is serving its maximum of %d concurrent calls "
+                     "(--max-concurrent-calls): retry later",
+                     pgw_call_limit_max(s->options.call_limit));
+            pgw_lookup_result refused = {.code = PGW_RESOURCE_EXHAUSTED, .message = message};
+            on_lookup_done(&refused, c);
+        }
+        free(c);
+        return;
+    }
+    c->holds_call_place = s->options.call_limit != NULL;
     c->starting = 1;
     pgw_lookup_req *handle = pgw_lookup_start(s->options.lookup, &p, on_lookup_done, c);
     c->starting = 0;
@@ -473,18 +510,44 @@ static void handle_aws(pgw_http_server *s, struct evhttp_request *req)
     pgw_http_aws_request_cleanup(&parsed);
 }
 
+/* ?watch=true: server-sent events (http_sse.c), after the same identity check as a GET. */
+static void start_watch(pgw_http_server *s, struct evhttp_request *req, const char *arn, size_t len)
+{
+    char identity[PGW_IDENTITY_MAX_LEN + 1];
+    take_identity(s, req, identity);
+    if (s->options.require_identity && !identity[0]) {
+        pgw_metrics_auth_decision("unauthenticated");
+        pgw_metrics_watch_ended("http_sse", PGW_UNAUTHENTICATED);
+        reply_rest_error(s, req, PGW_UNAUTHENTICATED,
+                         "this gateway requires a caller identity and the request carried none");
+        return;
+    }
+    pgw_http_sse_start(&s->sse, req, arn, len, identity[0] ? identity : NULL, wants_no_cache(req));
+}
+
 /* GET /v1/batch-inference-jobs/{arn}: `rest` is the path after the prefix, still encoded. An
  * ARN whose slash was not encoded is accepted too: the whole rest is the ARN. */
 static void handle_rest(pgw_http_server *s, struct evhttp_request *req, const char *rest)
 {
     size_t len = 0;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    int watch = pgw_http_watch_param(uri ? evhttp_uri_get_query(uri) : NULL);
     /* An encoded NUL ("%00") stays in, with the length: lookup's ARN check refuses it, as it
      * does on every other path. */
     char *arn = pgw_http_rest_arn(rest, &len);
-    if (!arn)
+    if (!arn) {
         reply_rest_error(s, req, PGW_INTERNAL, "out of memory");
-    else
+    } else if (watch < 0) {
+        count_early(ROUTE_REST, PGW_INVALID_ARGUMENT);
+        reply_rest_error(s, req, PGW_INVALID_ARGUMENT, "watch must be true or false");
+    } else if (watch && !s->options.watch) {
+        count_early(ROUTE_REST, PGW_UNIMPLEMENTED);
+        reply_rest_error(s, req, PGW_UNIMPLEMENTED, "watching is not enabled on this gateway");
+    } else if (watch) {
+        start_watch(s, req, arn, len);
+    } else {
         start_call(s, req, ROUTE_REST, arn, len);
+    }
     free(arn);
 }
 
@@ -575,6 +638,19 @@ pgw_http_server *pgw_http_server_new(const pgw_http_server_options *options, cha
     s->options = *options;
     s->base = pgw_loop_base(options->loop);
     s->early_close = (event_base_get_features(s->base) & EV_FEATURE_EARLY_CLOSE) != 0;
+    s->sse = (pgw_http_sse_options){
+        .base = s->base,
+        .lookup = options->lookup,
+        .watch = options->watch,
+        .call_limit = options->call_limit,
+        .open_timeout_ms = options->request_timeout_ms,
+        .heartbeat_ms = options->request_timeout_ms / 2 < SSE_HEARTBEAT_MS
+                            ? options->request_timeout_ms / 2
+                            : SSE_HEARTBEAT_MS,
+        .early_close = s->early_close,
+        .in_flight = &s->in_flight,
+        .draining = &s->draining,
+    };
     s->http = evhttp_new(s->base);
     if (!s->http) {
         snprintf(err, err_len, "cannot create the HTTP server");

@@ -2,6 +2,7 @@
  *
  *   POST /                                   AWS-compatible DescribeBatchInferenceJob (JSON 1.1)
  *   GET  /v1/batch-inference-jobs/{ARN}      proto3 JSON (ARN url-encoded)
+ *   GET  /v1/batch-inference-jobs/{ARN}?watch=true   server-sent events (http_sse.h)
  *   GET  /healthz  /readyz  /metrics         liveness, readiness, Prometheus metrics
  *
  * Like the gRPC frontend it only translates: request in, pgw_lookup_start(), answer out. All
@@ -16,6 +17,8 @@
 #include "service/loop.h"
 
 typedef struct pgw_http_server pgw_http_server;
+struct pgw_call_limit;
+struct pgw_watch_registry;
 
 typedef struct pgw_http_server_options {
     const char *addr; /* host:port to listen on ("127.0.0.1:0" picks a free port) */
@@ -31,6 +34,12 @@ typedef struct pgw_http_server_options {
      * sidecar that sets it and strips any copy the client sent. */
     const char *identity_header;
     int require_identity; /* a call without a verifiable identity gets UNAUTHENTICATED */
+    /* borrowed; --max-concurrent-calls, shared with the gRPC port; NULL: no bound. A call
+     * over it gets 429 (REST) or ThrottlingException (POST /), unless a fresh L1 hit answers
+     * it at once. */
+    struct pgw_call_limit *call_limit;
+    /* borrowed; ?watch=true streams (NULL: answered 501) */
+    struct pgw_watch_registry *watch;
 } pgw_http_server_options;
 
 /* Creates the server and binds its listener. Call before pgw_loop_start() or on the loop

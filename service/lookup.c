@@ -6,12 +6,15 @@
  *
  * Everything runs on the loop thread. A request (pgw_lookup_req) belongs to its caller until
  * its callback runs or it is cancelled; a fetch (one upstream call, shared through
- * singleflight) belongs to the lookup and always completes, even when every caller has left,
- * because its answer refreshes the cache. */
+ * singleflight) belongs to the lookup and, once started, always completes, even when every
+ * caller has left, because its answer refreshes the cache. Before it starts it waits for an
+ * upstream slot (service/admission.h, when bounded): refused there it fails its callers with
+ * UNAVAILABLE, and one whose callers all left while it waited is dropped at its turn. */
 #include "service/lookup.h"
 
 #include <event2/event.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +27,7 @@
 #include "cache/singleflight.h"
 #include "personalize_gateway/v1/personalize_gateway.pb-c.h"
 #include "service/audit.h"
+#include "service/admission.h"
 #include "service/aws/arn.h"
 #include "service/aws/personalize.h"
 #include "service/clock.h"
@@ -41,6 +45,7 @@ struct pgw_lookup {
     pgw_l1 *l1;
     pgw_redis_tier *redis;
     pgw_fleet *fleet;
+    pgw_admission *admission;
     pgw_ttl_config ttl;
     pgw_policy *policy;
     pgw_rate_limit *rate_limit;
@@ -66,8 +71,11 @@ struct pgw_lookup_req {
     pgw_arn parsed;
     int64_t deadline_ms;
     int no_cache;
+    int peek_only;             /* a watch's look at the cache tiers: never upstream */
+    int internal;              /* a watch poll: no audit line (the watch was audited) */
     int waiting_redis;         /* a Redis GET is out: its callback still comes */
     pgw_flight_waiter *waiter; /* while joined to a fetch */
+    /* Set once armed; lives in the same allocation as the request (see req_new). */
     struct event *deadline_timer;
     uint8_t *stale; /* an encoded entry past its freshness, for stale-on-error */
     size_t stale_len;
@@ -86,8 +94,11 @@ typedef struct fetch {
     pgw_personalize_call *call;
     pgw_rate_limit_wait *token_wait; /* waiting for an upstream token (then call is NULL) */
     pgw_fleet_wait *fleet_wait;      /* waiting for another replica's fetch (ditto) */
-    struct event *fleet_deadline;    /* bounds that wait by the fetch's deadline */
-    int holds_lease;                 /* we fetch for the fleet: publish the outcome */
+    pgw_admission_ticket *ticket;    /* waiting for an upstream slot (ditto) */
+    int holds_slot;                  /* an upstream slot, given back in fetch_free */
+    int64_t slot_since_ms;
+    struct event *fleet_deadline; /* bounds that wait by the fetch's deadline */
+    int holds_lease;              /* we fetch for the fleet: publish the outcome */
     pgw_arn parsed;
     int64_t deadline_ms;
     char arn[PGW_ARN_MAX_LEN + 1];
@@ -98,7 +109,8 @@ typedef struct fetch_outcome {
     const char *aws_error_code;
     const char *request_id;
     int64_t fetched_at_ms;
-    int upstream_limited;    /* no upstream token in time */
+    int upstream_limited;    /* no upstream token or slot in time */
+    const char *rejected;    /* a bound refused the fetch: the pgw_rejected_total reason */
     pgw_cache_source source; /* OK answers: UPSTREAM, or REDIS when another replica fetched */
     int64_t age_s;
 } fetch_outcome;
@@ -137,6 +149,7 @@ pgw_lookup *pgw_lookup_new(const pgw_lookup_options *options)
     lk->l1 = options->l1;
     lk->redis = options->redis;
     lk->fleet = options->redis ? options->fleet : NULL;
+    lk->admission = options->admission;
     lk->ttl = options->ttl;
     lk->policy = options->policy;
     lk->rate_limit = options->rate_limit;
@@ -166,6 +179,8 @@ void pgw_lookup_free(pgw_lookup *lk)
         lk->fetches = f->next;
         if (f->token_wait)
             pgw_rate_limit_upstream_cancel(lk->rate_limit, f->token_wait);
+        if (f->ticket)
+            pgw_admission_cancel(f->ticket);
         if (f->call)
             pgw_personalize_cancel(f->call);
         pgw_fleet_cancel(f->fleet_wait);
@@ -186,7 +201,7 @@ static void req_free(pgw_lookup_req *req)
     if (req->waiter)
         pgw_singleflight_leave(req->waiter);
     if (req->deadline_timer)
-        event_free(req->deadline_timer);
+        event_del(req->deadline_timer);
     free(req->stale);
     if (req->prev)
         req->prev->next = req->next;
@@ -222,7 +237,7 @@ static void audit_call(pgw_lookup *lk, const char *frontend, const char *identit
  * it (req->cb cleared marks it answered). */
 static void req_finish(pgw_lookup_req *req, const pgw_lookup_result *r)
 {
-    if (req->cb)
+    if (req->cb && !req->internal)
         audit_call(req->lookup, req->frontend, req->identity, req->arn, strlen(req->arn),
                    req->decision, r, req->started_us);
     pgw_lookup_cb cb = req->cb;
@@ -273,36 +288,58 @@ static void result_from_entry(const pgw_cache_entry *e, pgw_cache_source source,
     }
 }
 
+/* Answers from a decoded entry (its bytes must stay valid through the call). */
+static void answer_entry(pgw_lookup_req *req, const pgw_cache_entry *e, pgw_cache_source source)
+{
+    pgw_lookup_result r;
+    char message[ENTRY_MESSAGE_LEN];
+    result_from_entry(e, source, &r, message);
+    req_finish(req, &r);
+}
+
 static int answer_from_entry(pgw_lookup_req *req, const uint8_t *bytes, size_t len,
                              pgw_cache_source source)
 {
     pgw_cache_entry e;
     if (pgw_cache_entry_decode(bytes, len, &e) != 0)
         return -1;
-    pgw_lookup_result r;
-    char message[ENTRY_MESSAGE_LEN];
-    result_from_entry(&e, source, &r, message);
-    req_finish(req, &r);
+    answer_entry(req, &e, source);
     return 0;
+}
+
+/* Answers from the copy kept for stale-on-error (req->stale) and frees it. Returns 0 when the
+ * bytes do not decode. */
+static int answer_kept_copy(pgw_lookup_req *req, pgw_cache_source source)
+{
+    uint8_t *bytes = req->stale;
+    size_t len = req->stale_len;
+    req->stale = NULL; /* answer_from_entry frees req; keep the bytes alive through it */
+    int rc = answer_from_entry(req, bytes, len, source);
+    free(bytes);
+    return rc == 0;
+}
+
+/* Answers from the kept copy when it is in fact still fresh by its TTL. Returns 1 if
+ * answered. */
+static int answer_fresh_copy(pgw_lookup_req *req)
+{
+    pgw_cache_entry e;
+    if (!req->stale || pgw_cache_entry_decode(req->stale, req->stale_len, &e) != 0 ||
+        !pgw_cache_entry_is_fresh(&e, pgw_now_wall_ms()))
+        return 0;
+    return answer_kept_copy(req, PGW_SOURCE_L1);
 }
 
 /* Serves the stale copy a failed fetch left us with, if any. Returns 1 if answered. */
 static int answer_stale(pgw_lookup_req *req)
 {
-    if (!req->stale)
-        return 0;
     pgw_cache_entry e;
-    if (pgw_cache_entry_decode(req->stale, req->stale_len, &e) != 0 ||
+    if (!req->stale || pgw_cache_entry_decode(req->stale, req->stale_len, &e) != 0 ||
         e.kind != PGW_CACHE_ENTRY_POSITIVE ||
         !pgw_cache_entry_is_stale_usable(&e, pgw_now_wall_ms()))
         return 0;
     pgw_metrics_cache_stale_served();
-    uint8_t *bytes = req->stale;
-    size_t len = req->stale_len;
-    req->stale = NULL; /* answer_from_entry frees req; keep the bytes alive through it */
-    int rc = answer_from_entry(req, bytes, len, PGW_SOURCE_STALE);
-    free(bytes);
-    return rc == 0;
+    return answer_kept_copy(req, PGW_SOURCE_STALE);
 }
 
 static void keep_stale(pgw_lookup_req *req, const uint8_t *bytes, size_t len)
@@ -396,9 +433,22 @@ static int cache_store(pgw_lookup *lk, const char *arn, const pgw_personalize_re
 
 /* --- upstream, coalesced --- */
 
-/* Unlinks a fetch from the lookup and frees it (not its upstream call). */
+/* The upstream bound's gauges, after any change. */
+static void admission_gauges(pgw_lookup *lk)
+{
+    pgw_admission_stats st;
+    pgw_admission_stats_get(lk->admission, &st);
+    pgw_metrics_set_upstream_admission(st.in_flight, st.queued);
+}
+
+/* Unlinks a fetch from the lookup and frees it (not its upstream call), giving back its
+ * upstream slot. */
 static void fetch_free(fetch *f)
 {
+    if (f->holds_slot) {
+        pgw_admission_release(f->lookup->admission, pgw_now_mono_ms() - f->slot_since_ms);
+        admission_gauges(f->lookup);
+    }
     if (f->prev)
         f->prev->next = f->next;
     else
@@ -456,6 +506,8 @@ static void on_flight_done(const pgw_flight_result *fr, void *user_data)
     if ((code == PGW_UNAVAILABLE || code == PGW_INTERNAL || code == PGW_DEADLINE_EXCEEDED) &&
         answer_stale(req))
         return;
+    if (out && out->rejected) /* counted per call refused, as the callers see it */
+        pgw_metrics_rejected(out->rejected);
     pgw_lookup_result r = {
         .code = code,
         .message = fr->message ? fr->message : pgw_code_name(code),
@@ -500,9 +552,17 @@ static void on_upstream_token(void *arg)
     start_fetch_call(f);
 }
 
-/* The upstream call, within the global upstream rate limit: only a real upstream call takes
- * a token (never a hit). */
-static void fetch_admit(fetch *f)
+/* Fails a fetch that a bound refused: UNAVAILABLE (the upstream is saturated; stale answers
+ * still serve). */
+static void refuse_fetch(fetch *f, const char *reason, const char *message)
+{
+    fetch_outcome out = {.upstream_limited = 1, .rejected = reason};
+    pgw_flight_result fr = {.code = PGW_UNAVAILABLE, .message = message, .ctx = &out};
+    fetch_end(f, &fr);
+}
+
+/* The global upstream bucket: only a real upstream call takes a token (never a hit). */
+static void take_token_and_call(fetch *f)
 {
     pgw_lookup *lk = f->lookup;
     switch (pgw_rate_limit_upstream_acquire(lk->rate_limit, pgw_now_mono_ms(), f->deadline_ms,
@@ -524,6 +584,59 @@ static void fetch_admit(fetch *f)
         break;
     }
     }
+}
+
+#define SATURATED_MESSAGE                                                                          \
+    "the upstream is saturated (every upstream slot busy and the queue behind them full): "        \
+    "retry later"
+#define TOO_LATE_MESSAGE                                                                           \
+    "the upstream is saturated: the queued fetch could not finish before the deadline"
+
+/* pgw_admission's callback: the fetch got an upstream slot, or was refused. Runs from the
+ * admission's bulk-priority turn, so refusals (each answers its callers) never run inside the
+ * Redis reply or the task that asked. */
+static void on_upstream_slot(pgw_admission_outcome outcome, void *arg)
+{
+    fetch *f = arg;
+    f->ticket = NULL;
+    if (outcome == PGW_ADMISSION_FULL || outcome == PGW_ADMISSION_LATE) {
+        admission_gauges(f->lookup);
+        if (outcome == PGW_ADMISSION_FULL)
+            refuse_fetch(f, "upstream_queue_full", SATURATED_MESSAGE);
+        else
+            refuse_fetch(f, "upstream_deadline", TOO_LATE_MESSAGE);
+        return;
+    }
+    f->holds_slot = 1;
+    f->slot_since_ms = pgw_now_mono_ms();
+    admission_gauges(f->lookup);
+    if (pgw_singleflight_waiters(f->flight) == 0 && !f->holds_lease) {
+        /* Every caller left while it queued: under saturation an upstream call nobody waits
+         * for is not worth its slot (unless other replicas wait for it: the lease). */
+        pgw_flight_result fr = {.code = PGW_CANCELLED, .message = "every caller left"};
+        fetch_end(f, &fr);
+        return;
+    }
+    take_token_and_call(f);
+}
+
+/* This replica fetches: an upstream slot first, so the upstream work in flight and queued
+ * stays bounded (the outcome comes later from the loop, at the bulk priority, never inside
+ * this call), then a token of the upstream rate limit, then the call. */
+static void fetch_admit(fetch *f)
+{
+    pgw_lookup *lk = f->lookup;
+    if (!lk->admission) {
+        take_token_and_call(f);
+        return;
+    }
+    if (pgw_admission_acquire(lk->admission, f->deadline_ms, on_upstream_slot, f, &f->ticket) !=
+        0) {
+        pgw_flight_result fr = {.code = PGW_INTERNAL, .message = "out of memory"};
+        fetch_end(f, &fr);
+        return;
+    }
+    admission_gauges(lk);
 }
 
 /* Another replica fetched the ARN: answer this replica's waiters from its cache entry. */
@@ -614,6 +727,10 @@ static int fetch_ask_fleet(fetch *f, int accept_cached)
 static void join_fetch(pgw_lookup_req *req)
 {
     pgw_lookup *lk = req->lookup;
+    if (req->peek_only) {
+        finish_error(req, PGW_UNAVAILABLE, "not in the cache");
+        return;
+    }
     int leader = 0;
     pgw_flight *flight =
         pgw_singleflight_join(lk->flights, req->arn, on_flight_done, req, &leader, &req->waiter);
@@ -665,7 +782,7 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
             if (pgw_cache_entry_is_fresh(&e, now)) {
                 pgw_metrics_cache_lookup("redis", 1);
                 l1_store(lk, req->arn, value, len, e.fresh_until_ms, e.stale_until_ms);
-                answer_from_entry(req, value, len, PGW_SOURCE_REDIS);
+                answer_entry(req, &e, PGW_SOURCE_REDIS); /* value is valid through the call */
                 return;
             }
             if (e.kind == PGW_CACHE_ENTRY_POSITIVE && pgw_cache_entry_is_stale_usable(&e, now))
@@ -684,6 +801,12 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
     pgw_metrics_set_redis_breaker_state(rs.breaker == PGW_REDIS_BREAKER_CLOSED ? 0
                                         : rs.breaker == PGW_REDIS_BREAKER_OPEN ? 1
                                                                                : 2);
+    /* Redis failed (down, slow, its breaker open) but L1 holds a copy that is past its short
+     * L1 time yet still fresh by its own TTL: as good as what Redis would have answered, and
+     * a cached ARN must not turn into an upstream call because Redis hiccuped (under a burst
+     * of misses that call waits behind all of them). */
+    if (result == PGW_REDIS_ERROR && answer_fresh_copy(req))
+        return;
     /* A fetch for this ARN may have completed while the GET was out: its answer is in L1 now,
      * and a new fetch would cost AWS a second call for one stampede. */
     if (!req->no_cache && try_l1(req, 0))
@@ -757,17 +880,15 @@ static int try_l1(pgw_lookup_req *req, int count)
     return 0;
 }
 
-int pgw_lookup_answer_cached(pgw_lookup *lk, const pgw_lookup_params *params, pgw_lookup_cb cb,
-                             void *user_data)
+pgw_cached_answer pgw_lookup_answer_cached(pgw_lookup *lk, const pgw_lookup_params *params,
+                                           pgw_lookup_cb cb, void *user_data)
 {
-    /* Policy and per-caller limits keep state on the loop thread: such callers take the
-     * ordinary path. So do malformed ARNs (a NUL, a non-ASCII byte...): the ordinary path
-     * refuses them before any cache tier is consulted. */
+    /* No-cache calls take the ordinary path, and so do malformed ARNs (a NUL, a byte that is
+     * not ASCII...): the ordinary path refuses them before any cache tier is consulted. */
     pgw_arn parsed;
-    if (!lk->l1 || params->no_cache || lk->policy ||
-        pgw_rate_limit_caller_enabled(lk->rate_limit) ||
+    if (!lk->l1 || params->no_cache ||
         pgw_arn_parse(params->arn, params->arn_len, &parsed, NULL, 0) != 0)
-        return 0;
+        return PGW_CACHED_NOT_ANSWERED;
     int64_t started_us = pgw_now_mono_us();
     char arn[PGW_ARN_MAX_LEN + 1];
     memcpy(arn, params->arn, params->arn_len);
@@ -775,10 +896,15 @@ int pgw_lookup_answer_cached(pgw_lookup *lk, const pgw_lookup_params *params, pg
     uint8_t *bytes;
     size_t len;
     l1_state state = l1_fetch(lk, arn, &bytes, &len);
+    if (state == L1_MISS)
+        return PGW_CACHED_NOT_ANSWERED; /* the loop path counts the miss */
+    /* Policy and per-caller limits keep state on the loop thread: such callers take the
+     * ordinary path, as do entries past their L1 time (Redis, or stale-on-error, decides). */
     pgw_cache_entry e;
-    if (state != L1_FRESH || pgw_cache_entry_decode(bytes, len, &e) != 0) {
+    if (state != L1_FRESH || lk->policy || pgw_rate_limit_caller_enabled(lk->rate_limit) ||
+        pgw_cache_entry_decode(bytes, len, &e) != 0) {
         free(bytes);
-        return 0; /* the loop path counts the miss */
+        return PGW_CACHED_KNOWN;
     }
     pgw_metrics_cache_lookup("l1", 1);
     pgw_lookup_result r;
@@ -788,7 +914,7 @@ int pgw_lookup_answer_cached(pgw_lookup *lk, const pgw_lookup_params *params, pg
                started_us);
     cb(&r, user_data);
     free(bytes);
-    return 1;
+    return PGW_CACHED_ANSWERED;
 }
 
 static void start_tiers(pgw_lookup_req *req);
@@ -802,6 +928,54 @@ static void refuse(pgw_lookup *lk, const pgw_lookup_params *params, pgw_audit_de
     audit_call(lk, params->frontend, params->identity, params->arn, params->arn_len, decision, &r,
                started_us);
     cb(&r, user_data);
+}
+
+/* A request for an authorized caller, registered in lk->pending; NULL (the callback has run
+ * with INTERNAL) when memory runs out. */
+/* Where a request's deadline timer lives: right after the request, in the same allocation
+ * (one allocation per call fewer than evtimer_new). */
+#define REQ_EVENT_OFFSET                                                                           \
+    ((sizeof(pgw_lookup_req) + _Alignof(max_align_t) - 1) / _Alignof(max_align_t) *                \
+     _Alignof(max_align_t))
+
+static pgw_lookup_req *req_new(pgw_lookup *lk, const pgw_lookup_params *params,
+                               const pgw_arn *parsed, pgw_lookup_cb cb, void *user_data)
+{
+    pgw_lookup_req *req = calloc(1, REQ_EVENT_OFFSET + event_get_struct_event_size());
+    if (!req) {
+        pgw_lookup_result r = {.code = PGW_INTERNAL, .message = "out of memory"};
+        cb(&r, user_data);
+        return NULL;
+    }
+    req->lookup = lk;
+    req->cb = cb;
+    req->user_data = user_data;
+    memcpy(req->arn, params->arn, params->arn_len);
+    req->parsed = *parsed;
+    req->deadline_ms = params->deadline_ms;
+    req->no_cache = params->no_cache;
+    if (params->identity)
+        snprintf(req->identity, sizeof(req->identity), "%s", params->identity);
+    req->frontend = params->frontend;
+    req->started_us = pgw_now_mono_us();
+    req->decision = PGW_AUDIT_ALLOW;
+    req->next = lk->pending;
+    if (req->next)
+        req->next->prev = req;
+    lk->pending = req;
+    return req;
+}
+
+/* Runs the tiers; returns the handle, or NULL when the request was answered before returning. */
+static pgw_lookup_req *req_run(pgw_lookup_req *req)
+{
+    pgw_lookup *lk = req->lookup;
+    lk->starting = req;
+    lk->starting_answered = 0;
+    start_tiers(req);
+    int answered = lk->starting_answered;
+    lk->starting = NULL;
+    return answered ? NULL : req;
 }
 
 pgw_lookup_req *pgw_lookup_start(pgw_lookup *lk, const pgw_lookup_params *params, pgw_lookup_cb cb,
@@ -842,35 +1016,37 @@ pgw_lookup_req *pgw_lookup_start(pgw_lookup *lk, const pgw_lookup_params *params
                user_data);
         return NULL;
     }
-    pgw_lookup_req *req = calloc(1, sizeof(*req));
-    if (!req) {
-        pgw_lookup_result r = {.code = PGW_INTERNAL, .message = "out of memory"};
+    pgw_lookup_req *req = req_new(lk, params, &parsed, cb, user_data);
+    if (!req)
+        return NULL;
+    req->started_us = started_us;
+    return req_run(req);
+}
+
+pgw_lookup_req *pgw_lookup_poll(pgw_lookup *lk, const char *arn, pgw_lookup_poll_mode mode,
+                                int64_t deadline_ms, pgw_lookup_cb cb, void *user_data)
+{
+    pgw_arn parsed;
+    char err[300];
+    size_t arn_len = strlen(arn);
+    if (pgw_arn_parse(arn, arn_len, &parsed, err, sizeof(err)) != 0) {
+        pgw_lookup_result r = {.code = PGW_INVALID_ARGUMENT, .message = err};
         cb(&r, user_data);
         return NULL;
     }
-    req->lookup = lk;
-    req->cb = cb;
-    req->user_data = user_data;
-    memcpy(req->arn, params->arn, params->arn_len);
-    req->parsed = parsed;
-    req->deadline_ms = params->deadline_ms;
-    req->no_cache = params->no_cache;
-    if (params->identity)
-        snprintf(req->identity, sizeof(req->identity), "%s", params->identity);
-    req->frontend = params->frontend;
-    req->started_us = started_us;
-    req->decision = PGW_AUDIT_ALLOW;
-    req->next = lk->pending;
-    if (req->next)
-        req->next->prev = req;
-    lk->pending = req;
-
-    lk->starting = req;
-    lk->starting_answered = 0;
-    start_tiers(req);
-    int answered = lk->starting_answered;
-    lk->starting = NULL;
-    return answered ? NULL : req;
+    pgw_lookup_params params = {
+        .arn = arn,
+        .arn_len = arn_len,
+        .deadline_ms = deadline_ms,
+        .no_cache = mode == PGW_LOOKUP_POLL_FETCH,
+        .frontend = "watch",
+    };
+    pgw_lookup_req *req = req_new(lk, &params, &parsed, cb, user_data);
+    if (!req)
+        return NULL;
+    req->internal = 1;
+    req->peek_only = mode == PGW_LOOKUP_POLL_PEEK;
+    return req_run(req);
 }
 
 /* L1, then Redis, then the coalesced upstream fetch; stops at the first that answers. */
@@ -885,10 +1061,12 @@ static void start_tiers(pgw_lookup_req *req)
             finish_error(req, PGW_DEADLINE_EXCEEDED, "deadline already exceeded");
             return;
         }
-        req->deadline_timer = evtimer_new(lk->base, on_deadline, req);
+        struct event *timer = (struct event *)((char *)req + REQ_EVENT_OFFSET);
         struct timeval tv = {left / 1000, (left % 1000) * 1000};
-        if (req->deadline_timer)
-            evtimer_add(req->deadline_timer, &tv);
+        if (evtimer_assign(timer, lk->base, on_deadline, req) == 0) {
+            req->deadline_timer = timer;
+            evtimer_add(timer, &tv);
+        }
     }
     if (!req->no_cache && lk->redis) {
         char key[PGW_ARN_MAX_LEN + 32];
@@ -905,7 +1083,7 @@ void pgw_lookup_cancel(pgw_lookup_req *req)
 {
     if (!req)
         return;
-    if (req->cb) {
+    if (req->cb && !req->internal) {
         pgw_lookup_result r = {.code = PGW_CANCELLED, .message = "cancelled"};
         audit_call(req->lookup, req->frontend, req->identity, req->arn, strlen(req->arn),
                    req->decision, &r, req->started_us);

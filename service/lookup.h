@@ -58,13 +58,32 @@ typedef void (*pgw_lookup_cb)(const pgw_lookup_result *result, void *user_data);
 pgw_lookup_req *pgw_lookup_start(pgw_lookup *lookup, const pgw_lookup_params *params,
                                  pgw_lookup_cb cb, void *user_data);
 
+/* What pgw_lookup_answer_cached did. */
+typedef enum pgw_cached_answer {
+    PGW_CACHED_NOT_ANSWERED = 0, /* not in the in-process cache: use pgw_lookup_start */
+    PGW_CACHED_ANSWERED,         /* the callback ran, on the calling thread */
+    /* Not answered here, but the in-process cache holds the ARN (past its short L1 time, or
+     * the caller needs per-caller checks): use pgw_lookup_start, and expect a cache hit, so
+     * a frontend hands it to the loop ahead of lookups of cold ARNs (pgw_loop_post_urgent). */
+    PGW_CACHED_KNOWN,
+} pgw_cached_answer;
+
 /* Answers from the in-process cache on the calling thread, when it can: a fresh L1 hit for a
  * caller that needs no per-caller state (no policy, no per-caller rate limit) and did not ask
- * for no-cache. Returns 1 if the callback ran (on this thread, before returning), 0 if the
- * caller must use pgw_lookup_start on the loop thread instead. Any thread: it spares cache
- * hits the hop to the loop thread. */
-int pgw_lookup_answer_cached(pgw_lookup *lookup, const pgw_lookup_params *params, pgw_lookup_cb cb,
-                             void *user_data);
+ * for no-cache. Any thread: it spares cache hits the hop to the loop thread. */
+pgw_cached_answer pgw_lookup_answer_cached(pgw_lookup *lookup, const pgw_lookup_params *params,
+                                           pgw_lookup_cb cb, void *user_data);
+
+typedef enum pgw_lookup_poll_mode {
+    PGW_LOOKUP_POLL_FETCH, /* a fresh answer from AWS (like no-cache), refreshing the caches */
+    PGW_LOOKUP_POLL_PEEK,  /* the cache tiers only (L1, Redis); a miss answers UNAVAILABLE */
+} pgw_lookup_poll_mode;
+
+/* A watch's poll of an ARN whose watchers were authorized when their streams opened: no
+ * policy, caller limit or audit line; coalesced with Describe misses and within the upstream
+ * rate limit like any fetch. Same callback and handle rules as pgw_lookup_start. */
+pgw_lookup_req *pgw_lookup_poll(pgw_lookup *lookup, const char *arn, pgw_lookup_poll_mode mode,
+                                int64_t deadline_ms, pgw_lookup_cb cb, void *user_data);
 
 /* Abandons a request whose caller went away: its callback will not fire. Shared work (an
  * upstream fetch other callers wait for) continues. Loop thread only. */

@@ -16,6 +16,7 @@ struct pgw_fleet;
 struct pgw_policy;
 struct pgw_rate_limit;
 struct pgw_audit;
+struct pgw_admission;
 
 typedef struct pgw_lookup_options {
     struct event_base *base;
@@ -27,6 +28,9 @@ typedef struct pgw_lookup_options {
     struct pgw_policy *policy;         /* borrowed; NULL = no policy (every caller allowed) */
     struct pgw_rate_limit *rate_limit; /* borrowed; NULL = no rate limits */
     struct pgw_audit *audit;           /* borrowed; NULL = no audit lines */
+    /* borrowed; bounds the upstream fetches in flight and queued (--upstream-max-in-flight,
+     * --upstream-max-queued); NULL = unbounded */
+    struct pgw_admission *admission;
 } pgw_lookup_options;
 
 /* Creates the lookup over borrowed parts (they must outlive it). Loop thread. */

@@ -13,11 +13,13 @@
 #include "cache/fleet.h"
 #include "cache/redis_tier.h"
 #include "cache/ttl.h"
+#include "service/admission.h"
 #include "service/audit.h"
 #include "service/aws/credentials.h"
 #include "service/aws/credentials_chain.h"
 #include "service/aws/http_client.h"
 #include "service/aws/personalize.h"
+#include "service/call_limit.h"
 #include "service/clock.h"
 #include "service/config.h"
 #include "service/grpc_server.h"
@@ -29,6 +31,7 @@
 #include "service/loop.h"
 #include "service/policy.h"
 #include "service/rate_limit.h"
+#include "service/watch.h"
 
 #define EXIT_CONFIG 2
 
@@ -42,11 +45,14 @@ typedef struct gateway {
     pgw_redis_tier *redis;
     pgw_fleet *fleet;
     pgw_lookup *lookup;
+    pgw_watch_registry *watch; /* WatchBatchInferenceJob and ?watch=true, over lookup */
     pgw_grpc_server *grpc;
     pgw_http_server *http_server; /* NULL when --http-addr is empty */
     pgw_policy *policy;           /* NULL: no --policy-file (every caller may read all) */
     pgw_rate_limit *rate_limit;   /* always set; limits off unless configured */
     pgw_audit *audit;             /* NULL: audit log off */
+    pgw_admission *admission;     /* --upstream-max-in-flight / --upstream-max-queued */
+    pgw_call_limit *call_limit;   /* --max-concurrent-calls, shared by both frontends */
 } gateway;
 
 static void on_policy_reload(int rc, const char *err, void *arg)
@@ -154,6 +160,22 @@ static void ttl_config_from_flags(const pgw_config *cfg, pgw_ttl_config *ttl)
     ttl->l1_ttl_ms = cfg->l1_ttl_ms;
 }
 
+/* Redis connection events: one log line per attempt (the detail names host and reason, never
+ * the password) and the connection counters. Runs on the loop thread. */
+static void on_redis_event(pgw_redis_event ev, const char *detail, void *arg)
+{
+    static const char *const kinds[] = {"connected", "connect", "tls", "auth", NULL};
+    if ((int)ev >= 0 && ev < PGW_REDIS_EVENT_DISCONNECTED && kinds[ev])
+        pgw_metrics_redis_connection(kinds[ev]);
+    if (ev == PGW_REDIS_EVENT_CONNECTED)
+        pgw_log(PGW_LOG_INFO, "redis connected", json_pack("{s:s}", "detail", detail));
+    else
+        pgw_log(PGW_LOG_WARN,
+                ev == PGW_REDIS_EVENT_DISCONNECTED ? "redis connection lost"
+                                                   : "redis connection attempt failed",
+                json_pack("{s:s, s:s}", "kind", pgw_redis_event_name(ev), "error", detail));
+}
+
 /* The in-process tier (unless --l1-max-entries 0) and, with --redis-url, the Redis tier. */
 static int build_cache(gateway *g, struct event_base *base, char *err, size_t err_len)
 {
@@ -187,6 +209,11 @@ static int build_cache(gateway *g, struct event_base *base, char *err, size_t er
         rcfg.on_message = pgw_fleet_on_message;
         rcfg.on_subscription = pgw_fleet_on_subscription;
         rcfg.message_ud = g->fleet;
+        rcfg.ca_file = g->cfg.redis_ca_file;
+        rcfg.cert_file = g->cfg.redis_cert;
+        rcfg.key_file = g->cfg.redis_key;
+        rcfg.password_file = g->cfg.redis_password_file;
+        rcfg.on_event = on_redis_event;
         g->redis = pgw_redis_tier_new(base, &rcfg, err, err_len);
         if (!g->redis)
             return -1;
@@ -207,6 +234,9 @@ static int build(gateway *g, char *err, size_t err_len)
         .connect_timeout_ms = g->cfg.upstream_connect_timeout_ms,
         .ca_file = g->cfg.upstream_ca_file,
         .max_body_bytes = 1 << 20,
+        .max_host_connections = g->cfg.upstream_max_connections,
+        /* Transfers (a burst of misses) yield to cache hits' work on the loop. */
+        .event_priority = PGW_LOOP_PRIORITY_BULK,
     };
     g->http = pgw_http_client_new(base, &hopts);
     g->credentials = g->http ? make_credentials(g, base) : NULL;
@@ -225,6 +255,17 @@ static int build(gateway *g, char *err, size_t err_len)
         return -1;
     if (build_auth(g, base, err, err_len) != 0)
         return -1;
+    pgw_admission_options aopts = {
+        .max_in_flight = g->cfg.upstream_max_in_flight,
+        .max_queued = g->cfg.upstream_max_queued,
+        .event_priority = PGW_LOOP_PRIORITY_BULK,
+    };
+    g->admission = pgw_admission_new(base, &aopts);
+    g->call_limit = pgw_call_limit_new(g->cfg.max_concurrent_calls);
+    if (!g->admission || !g->call_limit) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
     pgw_lookup_options lopts = {
         .base = base,
         .personalize = g->personalize,
@@ -234,6 +275,7 @@ static int build(gateway *g, char *err, size_t err_len)
         .policy = g->policy,
         .rate_limit = g->rate_limit,
         .audit = g->audit,
+        .admission = g->admission,
     };
     ttl_config_from_flags(&g->cfg, &lopts.ttl);
     g->lookup = pgw_lookup_new(&lopts);
@@ -241,9 +283,24 @@ static int build(gateway *g, char *err, size_t err_len)
         snprintf(err, err_len, "cannot create the lookup");
         return -1;
     }
+    pgw_watch_options wopts = {
+        .base = base,
+        .lookup = g->lookup,
+        .fleet = g->redis ? g->fleet : NULL,
+        .poll_interval_ms = g->cfg.watch_poll_interval_s * 1000,
+        .max_streams = g->cfg.watch_max_streams,
+    };
+    g->watch = pgw_watch_registry_new(&wopts);
+    if (!g->watch) {
+        snprintf(err, err_len, "cannot create the watch registry");
+        return -1;
+    }
+    /* A change one replica's poll saw reaches every replica's watchers (pub/sub). */
+    if (g->fleet)
+        pgw_fleet_set_listener(g->fleet, pgw_watch_on_fill, g->watch);
     /* HTTP before gRPC: a gRPC server that is never started must not be left bound. */
     if (g->cfg.http_addr && g->cfg.http_addr[0]) {
-        pgw_http_server_options wopts = {
+        pgw_http_server_options hsopts = {
             .addr = g->cfg.http_addr,
             .loop = g->loop,
             .lookup = g->lookup,
@@ -252,8 +309,10 @@ static int build(gateway *g, char *err, size_t err_len)
             .request_timeout_ms = g->cfg.http_request_timeout_ms,
             .identity_header = g->cfg.identity_header,
             .require_identity = g->cfg.require_identity,
+            .call_limit = g->call_limit,
+            .watch = g->watch,
         };
-        g->http_server = pgw_http_server_new(&wopts, err, err_len);
+        g->http_server = pgw_http_server_new(&hsopts, err, err_len);
         if (!g->http_server)
             return -1;
     }
@@ -269,9 +328,20 @@ static int build(gateway *g, char *err, size_t err_len)
         .identity_header = g->cfg.identity_header,
         .require_identity = g->cfg.require_identity,
         .audit = g->audit,
+        .call_limit = g->call_limit,
+        .watch = g->watch,
     };
     g->grpc = pgw_grpc_server_new(&gopts, err, err_len);
     return g->grpc ? 0 : -1;
+}
+
+/* Shutdown, on the loop thread: every watch stream ends UNAVAILABLE (so its client reconnects
+ * to another replica) and no new one opens. */
+static void loop_end_watches(void *arg)
+{
+    gateway *g = arg;
+    if (g->watch)
+        pgw_watch_shutdown(g->watch);
 }
 
 /* Frees the loop-owned parts; runs on the loop thread, after the frontends stopped. */
@@ -281,7 +351,14 @@ static void release_loop_parts(void *arg)
     /* First: closing its connections cancels their lookups, which must still exist. */
     pgw_http_server_free(g->http_server);
     g->http_server = NULL;
+    /* Before lookup: its groups may hold polls. No more fill notices reach it after this. */
+    if (g->fleet)
+        pgw_fleet_set_listener(g->fleet, NULL, NULL);
+    pgw_watch_registry_free(g->watch);
+    g->watch = NULL;
     pgw_lookup_free(g->lookup);
+    pgw_admission_free(g->admission); /* after lookup, which holds tickets */
+    g->admission = NULL;
     pgw_policy_free(g->policy);         /* after lookup, which checks it */
     pgw_rate_limit_free(g->rate_limit); /* after lookup, which waits on it */
     g->policy = NULL;
@@ -314,6 +391,8 @@ static void teardown(gateway *g)
     }
     pgw_audit_free(g->audit); /* last: every frontend and lookup that wrote to it is gone */
     g->audit = NULL;
+    pgw_call_limit_free(g->call_limit);
+    g->call_limit = NULL;
 }
 
 int main(int argc, char **argv)
@@ -393,6 +472,11 @@ int main(int argc, char **argv)
     int64_t drain_until = pgw_now_mono_ms() + g.cfg.shutdown_grace_ms;
     if (g.http_server)
         pgw_http_server_stop_accepting(g.http_server);
+    pgw_grpc_server_stop_accepting(g.grpc); /* Health/Watch streams hear NOT_SERVING */
+    /* Readiness has flipped: now the watch streams end, UNAVAILABLE, and their clients go to
+     * a replica that is ready. */
+    if (pgw_loop_post(g.loop, loop_end_watches, &g) != 0)
+        pgw_log(PGW_LOG_WARN, "watch streams not ended: the loop has stopped", NULL);
     pgw_grpc_server_shutdown(g.grpc, g.cfg.shutdown_grace_ms);
     if (g.http_server) {
         int64_t left = drain_until - pgw_now_mono_ms();

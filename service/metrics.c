@@ -24,6 +24,8 @@ static const char *const OUTCOMES[] = {"ok",           "not_found", "client_erro
 #define N_OUTCOMES 8
 static const char *const REDIS_KINDS[] = {"timeout", "error", "breaker_open", "other"};
 #define N_REDIS_KINDS 4
+static const char *const REDIS_CONN_KINDS[] = {"connect", "tls", "auth", "connected", "other"};
+#define N_REDIS_CONN_KINDS 5
 static const char *const CRED_SOURCES[] = {"environment", "profile", "web_identity",
                                            "container",   "imds",    "process",
                                            "static",      "none",    "other"};
@@ -34,6 +36,16 @@ static const char *const DECISIONS[] = {"allow", "deny", "unauthenticated", "oth
 #define N_DECISIONS 4
 static const char *const LEASE_OUTCOMES[] = {"won", "waited", "taken_over", "fallback", "other"};
 #define N_LEASE_OUTCOMES 5
+static const char *const PROTOCOLS[] = {"http/1.1", "h2", "other"};
+#define N_PROTOCOLS 3
+static const char *const REJECT_REASONS[] = {"upstream_queue_full", "upstream_deadline",
+                                             "max_concurrent_calls", "watch_max_streams", "other"};
+#define N_REJECT_REASONS 5
+
+static const char *const POLL_MODES[] = {"fetch", "peek", "other"};
+#define N_POLL_MODES 3
+static const char *const WATCH_FRONTENDS[] = {"grpc", "http_sse", "other"};
+#define N_WATCH_FRONTENDS 3
 
 /* Code values are the canonical RPC codes, 0..16. */
 #define N_CODES 17
@@ -86,12 +98,24 @@ static struct registry {
     histogram upstream_duration;
     atomic_uint_fast64_t upstream_retries;
     atomic_uint_fast64_t redis_errors[N_REDIS_KINDS];
+    atomic_uint_fast64_t redis_conn[N_REDIS_CONN_KINDS];
     atomic_int breaker_state;
     atomic_int cred_source;              /* index into CRED_SOURCES, or -1 before the first set */
     atomic_uint_fast64_t cred_expiry_ms; /* epoch ms; 0 = does not expire */
     atomic_uint_fast64_t rate_limited[N_SCOPES];
     atomic_uint_fast64_t auth[N_DECISIONS];
     atomic_uint_fast64_t fleet_leases[N_LEASE_OUTCOMES];
+    /* upstream bounds and connection pool */
+    atomic_uint_fast64_t upstream_connections;
+    atomic_uint_fast64_t upstream_protocol[N_PROTOCOLS];
+    atomic_int_fast64_t upstream_admitted, upstream_queued;
+    atomic_uint_fast64_t rejected[N_REJECT_REASONS];
+    /* watches */
+    atomic_uint_fast64_t watch_streams, watch_arns;
+    atomic_uint_fast64_t watch_polls[N_POLL_MODES];
+    atomic_uint_fast64_t watch_poller_changes;
+    atomic_uint_fast64_t watch_messages[N_WATCH_FRONTENDS];
+    atomic_uint_fast64_t watch_ended[N_WATCH_FRONTENDS][N_CODES];
 } reg = {.cred_source = -1};
 
 void pgw_metrics_request(const char *frontend, pgw_code code, double seconds)
@@ -142,6 +166,12 @@ void pgw_metrics_redis_error(const char *kind)
     atomic_fetch_add_explicit(&reg.redis_errors[k], 1, memory_order_relaxed);
 }
 
+void pgw_metrics_redis_connection(const char *kind)
+{
+    int k = label_index(REDIS_CONN_KINDS, N_REDIS_CONN_KINDS, kind);
+    atomic_fetch_add_explicit(&reg.redis_conn[k], 1, memory_order_relaxed);
+}
+
 void pgw_metrics_set_redis_breaker_state(int state)
 {
     atomic_store_explicit(&reg.breaker_state, state, memory_order_relaxed);
@@ -170,6 +200,60 @@ void pgw_metrics_auth_decision(const char *decision)
 {
     int d = label_index(DECISIONS, N_DECISIONS, decision);
     atomic_fetch_add_explicit(&reg.auth[d], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_upstream_transfer(int http_version, int new_connections)
+{
+    if (new_connections > 0)
+        atomic_fetch_add_explicit(&reg.upstream_connections, (uint_fast64_t)new_connections,
+                                  memory_order_relaxed);
+    if (http_version > 0)
+        atomic_fetch_add_explicit(&reg.upstream_protocol[http_version == 2   ? 1
+                                                         : http_version == 1 ? 0
+                                                                             : 2],
+                                  1, memory_order_relaxed);
+}
+
+void pgw_metrics_set_upstream_admission(int64_t in_flight, int64_t queued)
+{
+    atomic_store_explicit(&reg.upstream_admitted, in_flight, memory_order_relaxed);
+    atomic_store_explicit(&reg.upstream_queued, queued, memory_order_relaxed);
+}
+
+void pgw_metrics_rejected(const char *reason)
+{
+    int r = label_index(REJECT_REASONS, N_REJECT_REASONS, reason);
+    atomic_fetch_add_explicit(&reg.rejected[r], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_set_watch(uint64_t streams, uint64_t arns)
+{
+    atomic_store_explicit(&reg.watch_streams, streams, memory_order_relaxed);
+    atomic_store_explicit(&reg.watch_arns, arns, memory_order_relaxed);
+}
+
+void pgw_metrics_watch_poll(const char *mode)
+{
+    int m = label_index(POLL_MODES, N_POLL_MODES, mode);
+    atomic_fetch_add_explicit(&reg.watch_polls[m], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_watch_poller_change(void)
+{
+    atomic_fetch_add_explicit(&reg.watch_poller_changes, 1, memory_order_relaxed);
+}
+
+void pgw_metrics_watch_message(const char *frontend)
+{
+    int f = label_index(WATCH_FRONTENDS, N_WATCH_FRONTENDS, frontend);
+    atomic_fetch_add_explicit(&reg.watch_messages[f], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_watch_ended(const char *frontend, pgw_code code)
+{
+    int f = label_index(WATCH_FRONTENDS, N_WATCH_FRONTENDS, frontend);
+    int c = (int)code >= 0 && (int)code < N_CODES ? (int)code : PGW_UNKNOWN;
+    atomic_fetch_add_explicit(&reg.watch_ended[f][c], 1, memory_order_relaxed);
 }
 
 void pgw_metrics_reset(void)
@@ -312,6 +396,19 @@ char *pgw_metrics_render(void)
     render_labelled(out, "pgw_redis_errors_total", "kind", REDIS_KINDS, N_REDIS_KINDS,
                     reg.redis_errors);
 
+    static const char *const conn_names[] = {
+        "pgw_redis_connect_failures_total", "pgw_redis_tls_failures_total",
+        "pgw_redis_auth_failures_total", "pgw_redis_connections_total"};
+    static const char *const conn_help[] = {
+        "Redis connection attempts that failed to connect (DNS, TCP, timeout, closed).",
+        "Redis connection attempts that failed TLS (handshake, certificate or host name).",
+        "Redis connection attempts refused at AUTH/SELECT/PING (password, ACL).",
+        "Redis connections that became ready."};
+    for (int i = 0; i < 4; i++) {
+        header(out, conn_names[i], "counter", conn_help[i]);
+        fprintf(out, "%s %llu\n", conn_names[i], (unsigned long long)load(&reg.redis_conn[i]));
+    }
+
     header(out, "pgw_redis_breaker_state", "gauge",
            "Redis circuit breaker: 0 closed, 1 open, 2 half-open.");
     fprintf(out, "pgw_redis_breaker_state %d\n",
@@ -338,6 +435,60 @@ char *pgw_metrics_render(void)
 
     header(out, "pgw_auth_decisions_total", "counter", "Authorization decisions, by decision.");
     render_labelled(out, "pgw_auth_decisions_total", "decision", DECISIONS, N_DECISIONS, reg.auth);
+
+    header(out, "pgw_upstream_fetches_in_flight", "gauge",
+           "Upstream fetches running now (bounded by --upstream-max-in-flight).");
+    fprintf(out, "pgw_upstream_fetches_in_flight %lld\n",
+            (long long)atomic_load_explicit(&reg.upstream_admitted, memory_order_relaxed));
+    header(out, "pgw_upstream_fetches_queued", "gauge",
+           "Upstream fetches waiting for a slot (bounded by --upstream-max-queued).");
+    fprintf(out, "pgw_upstream_fetches_queued %lld\n",
+            (long long)atomic_load_explicit(&reg.upstream_queued, memory_order_relaxed));
+    header(out, "pgw_rejected_total", "counter",
+           "Calls refused fast because a bound was reached, by reason.");
+    render_labelled(out, "pgw_rejected_total", "reason", REJECT_REASONS, N_REJECT_REASONS,
+                    reg.rejected);
+    header(out, "pgw_upstream_connections_opened_total", "counter",
+           "Upstream connections opened (the rest of the transfers reused pooled ones).");
+    fprintf(out, "pgw_upstream_connections_opened_total %llu\n",
+            (unsigned long long)load(&reg.upstream_connections));
+    header(out, "pgw_upstream_responses_by_protocol_total", "counter",
+           "Upstream answers, by HTTP protocol version (h2 when the endpoint offered it).");
+    render_labelled(out, "pgw_upstream_responses_by_protocol_total", "protocol", PROTOCOLS,
+                    N_PROTOCOLS, reg.upstream_protocol);
+
+    header(out, "pgw_watch_streams", "gauge",
+           "Watch streams open (gRPC and server-sent events), bounded by --watch-max-streams.");
+    fprintf(out, "pgw_watch_streams %llu\n", (unsigned long long)load(&reg.watch_streams));
+    header(out, "pgw_watch_arns", "gauge",
+           "Job ARNs watched on this replica, each with one poll loop however many watchers.");
+    fprintf(out, "pgw_watch_arns %llu\n", (unsigned long long)load(&reg.watch_arns));
+    header(out, "pgw_watch_polls_total", "counter",
+           "Polls of watched ARNs, by mode: fetch (from AWS, for the fleet) or peek (the shared "
+           "cache, another replica polls).");
+    render_labelled(out, "pgw_watch_polls_total", "mode", POLL_MODES, N_POLL_MODES,
+                    reg.watch_polls);
+    header(out, "pgw_watch_poller_changes_total", "counter",
+           "Times this replica took the poll lease of a watched ARN (first poller, or taking "
+           "over from one that died).");
+    fprintf(out, "pgw_watch_poller_changes_total %llu\n",
+            (unsigned long long)load(&reg.watch_poller_changes));
+    header(out, "pgw_watch_messages_total", "counter",
+           "Messages written on watch streams, by frontend.");
+    render_labelled(out, "pgw_watch_messages_total", "frontend", WATCH_FRONTENDS, N_WATCH_FRONTENDS,
+                    reg.watch_messages);
+    header(out, "pgw_watch_streams_ended_total", "counter",
+           "Watch streams ended, by frontend and status code.");
+    for (int f = 0; f < N_WATCH_FRONTENDS; f++) {
+        for (size_t i = 0; i < sizeof(ALL_CODES) / sizeof(ALL_CODES[0]); i++) {
+            pgw_code c = ALL_CODES[i];
+            uint64_t v = load(&reg.watch_ended[f][c]);
+            if (v == 0 && c != PGW_OK)
+                continue;
+            fprintf(out, "pgw_watch_streams_ended_total{frontend=\"%s\",code=\"%s\"} %llu\n",
+                    WATCH_FRONTENDS[f], pgw_code_name(c), (unsigned long long)v);
+        }
+    }
 
     if (fclose(out) != 0) {
         free(buf);

@@ -47,6 +47,11 @@ void pgw_metrics_upstream_retry(void);
  * "error" or "breaker_open". */
 void pgw_metrics_redis_error(const char *kind);
 
+/* A Redis connection attempt failed or one became ready: pgw_redis_connect_failures_total,
+ * pgw_redis_tls_failures_total, pgw_redis_auth_failures_total, pgw_redis_connections_total.
+ * kind: "connect", "tls", "auth" or "connected". */
+void pgw_metrics_redis_connection(const char *kind);
+
 /* Sets the pgw_redis_breaker_state gauge: 0 closed, 1 open, 2 half-open. */
 void pgw_metrics_set_redis_breaker_state(int state);
 
@@ -68,6 +73,43 @@ void pgw_metrics_rate_limited(const char *scope);
 /* One authorization decision: pgw_auth_decisions_total{decision}. decision: "allow", "deny"
  * or "unauthenticated". */
 void pgw_metrics_auth_decision(const char *decision);
+
+/* One upstream transfer ended: pgw_upstream_connections_opened_total += new_connections
+ * (0 when it reused a pooled connection) and, when an answer came,
+ * pgw_upstream_responses_by_protocol_total{protocol="http/1.1"|"h2"}. http_version: 1, 2,
+ * or 0 (no answer). */
+void pgw_metrics_upstream_transfer(int http_version, int new_connections);
+
+/* Upstream fetch admission (service/admission.h): the pgw_upstream_fetches_in_flight and
+ * pgw_upstream_fetches_queued gauges. */
+void pgw_metrics_set_upstream_admission(int64_t in_flight, int64_t queued);
+
+/* A call refused fast by a bound: pgw_rejected_total{reason}. reason: "upstream_queue_full"
+ * (UNAVAILABLE: the upstream fetch queue is full), "upstream_deadline" (UNAVAILABLE: the
+ * caller's deadline leaves no time for the queued fetch), "max_concurrent_calls"
+ * (RESOURCE_EXHAUSTED: the gateway's own bound), "watch_max_streams" (RESOURCE_EXHAUSTED: a watch
+ * stream past --watch-max-streams). */
+void pgw_metrics_rejected(const char *reason);
+
+/* Watches (service/watch.h): the pgw_watch_streams gauge (streams open, both frontends: slots of
+ * --watch-max-streams in use) and pgw_watch_arns (ARNs watched on this replica, each with one
+ * poll loop). */
+void pgw_metrics_set_watch(uint64_t streams, uint64_t arns);
+
+/* One poll of a watched ARN: pgw_watch_polls_total{mode}. mode: "fetch" (from AWS: this
+ * replica polls for the fleet, or alone) or "peek" (the shared cache: another replica polls). */
+void pgw_metrics_watch_poll(const char *mode);
+
+/* This replica took over polling an ARN (the first, or after the holder died):
+ * pgw_watch_poller_changes_total. */
+void pgw_metrics_watch_poller_change(void);
+
+/* One message written on a watch stream: pgw_watch_messages_total{frontend}. frontend: "grpc"
+ * or "http_sse". */
+void pgw_metrics_watch_message(const char *frontend);
+
+/* A watch stream ended: pgw_watch_streams_ended_total{frontend,code}. */
+void pgw_metrics_watch_ended(const char *frontend, pgw_code code);
 
 /* Renders every metric, with HELP and TYPE lines, in the Prometheus text exposition format
  * (PGW_METRICS_CONTENT_TYPE). Returns a malloc'd NUL-terminated string the caller frees with

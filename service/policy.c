@@ -413,7 +413,7 @@ pgw_policy_decision pgw_policy_check(const pgw_policy *p, const char *identity, 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
 {
     pgw_policy *p = arg;
-    char err[300];
+    char err[512]; /* path (200) + ": " + the parser's reason (200) */
     int rc = pgw_policy_reload(p, 1, err, sizeof(err));
     if (rc != 0 && p->cb)
         p->cb(rc, rc < 0 ? err : NULL, p->cb_user_data);

@@ -25,6 +25,8 @@ struct pgw_http_transfer {
     char *response;
     size_t response_len, response_cap;
     int too_big;
+    int sends, max_sends; /* times the request left; the bound (0: none) */
+    int send_refused;     /* curl wanted to re-send past max_sends: refused */
     pgw_http_cb cb;
     void *user_data;
     char error[CURL_ERROR_SIZE];
@@ -78,6 +80,15 @@ static void drain_finished(pgw_http_client *client)
         CURLcode rc = msg->data.result;
         pgw_http_response r = {0};
         r.transfer = t;
+        r.sends = t->sends < t->max_sends || !t->max_sends ? t->sends : t->max_sends;
+        long connects = 0, version = 0;
+        curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects);
+        curl_easy_getinfo(t->easy, CURLINFO_HTTP_VERSION, &version);
+        r.new_connections = (int)connects;
+        r.http_version = version == CURL_HTTP_VERSION_2_0   ? 2
+                         : version == CURL_HTTP_VERSION_1_0 ? 1
+                         : version == CURL_HTTP_VERSION_1_1 ? 1
+                                                            : 0;
         if (rc == CURLE_OK) {
             curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &r.status);
             r.body = t->response ? t->response : "";
@@ -86,7 +97,10 @@ static void drain_finished(pgw_http_client *client)
             r.transport_error = 1;
             r.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
             r.error = t->too_big ? "response body too large"
-                                 : (t->error[0] ? t->error : curl_easy_strerror(rc));
+                      : t->send_refused
+                          ? "the connection closed without an answer (not re-sent: the "
+                            "request already left as often as allowed)"
+                          : (t->error[0] ? t->error : curl_easy_strerror(rc));
             r.body = "";
         }
         t->cb(&r, t->user_data);
@@ -137,6 +151,10 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         event_free(w->ev);
     }
     w->ev = event_new(client->base, s, kind, on_socket_event, client);
+    if (!w->ev)
+        return -1;
+    if (client->options.event_priority > 0)
+        event_priority_set(w->ev, client->options.event_priority);
     event_add(w->ev, NULL);
     return 0;
 }
@@ -152,6 +170,22 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     evtimer_add(client->timer, &tv);
     return 0;
+}
+
+/* CURLOPT_PREREQFUNCTION: runs each time the request is about to leave on a connection, also
+ * when curl re-sends it by itself on a fresh connection because the reused one was found
+ * dead. Counting here counts every request the upstream may have seen. */
+static int prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
+{
+    (void)primary_ip, (void)local_ip, (void)primary_port, (void)local_port;
+    pgw_http_transfer *t = clientp;
+    if (t->max_sends && t->sends >= t->max_sends) {
+        t->send_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    t->sends++;
+    return CURL_PREREQFUNC_OK;
 }
 
 static size_t write_cb(char *data, size_t size, size_t n, void *userp)
@@ -198,13 +232,20 @@ pgw_http_client *pgw_http_client_new(struct event_base *base,
         pgw_http_client_free(client);
         return NULL;
     }
+    if (options->event_priority > 0)
+        event_priority_set(client->timer, options->event_priority);
     curl_multi_setopt(client->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
     curl_multi_setopt(client->multi, CURLMOPT_SOCKETDATA, client);
     curl_multi_setopt(client->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(client->multi, CURLMOPT_TIMERDATA, client);
+    /* HTTP/2 transfers to one host share a connection (up to the server's stream limit). */
     curl_multi_setopt(client->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-    /* Keep enough idle connections for a burst of concurrent misses to reuse. */
-    curl_multi_setopt(client->multi, CURLMOPT_MAXCONNECTS, 256L);
+    long per_host = options->max_host_connections > 0 ? options->max_host_connections : 0;
+    curl_multi_setopt(client->multi, CURLMOPT_MAX_HOST_CONNECTIONS, per_host);
+    /* Keep as many idle connections as a burst may have opened, so the next burst reuses
+     * them instead of paying a TCP and TLS handshake each. */
+    long idle = per_host == 0 ? 256L : per_host < 16 ? 16L : per_host;
+    curl_multi_setopt(client->multi, CURLMOPT_MAXCONNECTS, idle);
     return client;
 }
 
@@ -232,6 +273,7 @@ pgw_http_transfer *pgw_http_start(pgw_http_client *client, const pgw_http_reques
     t->client = client;
     t->cb = cb;
     t->user_data = user_data;
+    t->max_sends = request->max_sends > 0 ? request->max_sends : 0;
     t->easy = curl_easy_init();
     if (!t->easy) {
         free(t);
@@ -286,6 +328,8 @@ pgw_http_transfer *pgw_http_start(pgw_http_client *client, const pgw_http_reques
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, t);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "personalize-gateway/" PGW_VERSION);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* any encoding curl can decode */
     if (strcmp(request->method, "POST") == 0) {

@@ -266,12 +266,31 @@ static void handle_success(pgw_personalize_call *call, const pgw_http_response *
     call_free(call);
 }
 
+/* curl re-sends a request by itself when the kept-alive connection it reused turns out dead
+ * (the server closed it without answering). AWS saw each of those requests, so each counts as
+ * an attempt and a retry, against the attempt bound and the shared quota alike; send_attempt
+ * caps how many sends one transfer may make so the bound holds. */
+static void count_silent_resends(pgw_personalize_call *call, const pgw_http_response *resp)
+{
+    pgw_personalize *c = call->client;
+    for (int i = 1; i < resp->sends; i++) {
+        call->attempts++;
+        int cost = RETRY_COST < c->retry_quota ? RETRY_COST : c->retry_quota;
+        c->retry_quota -= cost;
+        call->quota_spent += cost;
+        pgw_metrics_upstream("transport_error", 0);
+        pgw_metrics_upstream_retry();
+    }
+}
+
 static void on_response(const pgw_http_response *resp, void *user_data)
 {
     pgw_personalize_call *call = user_data;
     pgw_personalize *c = call->client;
     call->transfer = NULL; /* the http client frees it after this returns */
     double seconds = (double)(pgw_now_mono_ms() - call->attempt_started_ms) / 1000.0;
+    count_silent_resends(call, resp);
+    pgw_metrics_upstream_transfer(resp->http_version, resp->new_connections);
     const char *request_id =
         resp->transport_error ? NULL : pgw_http_response_header(resp, "x-amzn-RequestId");
 
@@ -416,6 +435,11 @@ static void send_attempt(pgw_personalize_call *call, pgw_credentials *creds)
     int64_t left = remaining_ms(call);
     if (left < timeout)
         timeout = left;
+    /* This attempt plus the retries still allowed (by the attempt bound and by the quota):
+     * the most times curl may send it, counting its own re-sends on a dead connection. */
+    int retries_left = c->max_attempts - call->attempts - 1;
+    if (retries_left > c->retry_quota / RETRY_COST)
+        retries_left = c->retry_quota / RETRY_COST;
     pgw_http_request hreq = {
         .method = "POST",
         .url = url,
@@ -423,6 +447,7 @@ static void send_attempt(pgw_personalize_call *call, pgw_credentials *creds)
         .body = body,
         .body_len = strlen(body),
         .timeout_ms = timeout,
+        .max_sends = 1 + (retries_left > 0 ? retries_left : 0),
     };
     if (ok && timeout > 0) {
         call->transfer = pgw_http_start(c->http, &hreq, on_response, call);

@@ -25,6 +25,7 @@ REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
 FAKE_SCRIPT = os.path.join(REPO, "tests", "fakes", "fake_personalize.py")
 
 GRPC_METHOD = "/personalize_gateway.v1.PersonalizeGateway/DescribeBatchInferenceJob"
+WATCH_METHOD = "/personalize_gateway.v1.PersonalizeGateway/WatchBatchInferenceJob"
 HEALTH_METHOD = "/grpc.health.v1.Health/Check"
 
 # Long-term test credentials. The secret is random per run so that a leak found by
@@ -139,8 +140,12 @@ class FakeAws:
             cmd += ["--tls-cert", tls[0], "--tls-key", tls[1], "--tls-port-file", tls_port_file]
         self.https_url = None
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            # Its own session, so its own scheduler autogroup: a thousand of its threads waking
+            # at once (answers of a slow upstream) share one CPU share instead of starving the
+            # gateway thread by thread. AWS runs on other machines; the fake must not stand in
+            # for it by eating the gateway's CPU.
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid = self.proc.pid
         try:
             def ready(path):
@@ -217,6 +222,14 @@ class FakeAws:
         if keep_arn:
             p["keep_arn"] = True
         return self.control("POST", "jobs", p)["job"]
+
+    def set_job_status(self, arn, status, last_updated=None):
+        """Moves a registered job on: a new status and lastUpdatedDateTime (now by default,
+        epoch seconds). Returns the stored response body."""
+        p = {"arn": arn, "status": status}
+        if last_updated is not None:
+            p["last_updated"] = last_updated
+        return self.control("POST", "jobs/status", p)["job"]
 
     def remove_job(self, arn):
         return self.control("POST", "jobs/delete", {"arn": arn})
@@ -321,13 +334,22 @@ class FakeAws:
 
 
 class RedisServer:
-    """A real redis-server on a loopback port, no persistence; stop()/start() keep the port."""
+    """A real redis-server on a loopback port, no persistence; stop()/start() keep the port.
 
-    def __init__(self, workdir, password=None, port=None):
+    tls: {"cert": path, "key": path, "ca": path, "auth_clients": bool} also serves TLS on
+    .tls_port (the plain .port stays, for the test's own checks)."""
+
+    def __init__(self, workdir, password=None, port=None, tls=None):
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.password = password
         self.port = port or free_port()
+        self.tls = tls
+        self.tls_port = None
+        if tls:
+            self.tls_port = free_port()
+            while self.tls_port == self.port:
+                self.tls_port = free_port()
         self.proc = None
         self.log_path = os.path.join(workdir, "redis-%d.log" % self.port)
         self.start()
@@ -348,6 +370,10 @@ class RedisServer:
         cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                "--save", "", "--appendonly", "no", "--dir", self.workdir,
                "--daemonize", "no", "--protected-mode", "yes"]
+        if self.tls:
+            cmd += ["--tls-port", str(self.tls_port), "--tls-cert-file", self.tls["cert"],
+                    "--tls-key-file", self.tls["key"], "--tls-ca-cert-file", self.tls["ca"],
+                    "--tls-auth-clients", "yes" if self.tls.get("auth_clients") else "no"]
         conf = None
         if self.password:
             # Through a config file on stdin, not argv, so the password is not in ps.
@@ -465,6 +491,83 @@ def describe(target, arn, timeout=5, metadata=(), channel=None):
     finally:
         if own:
             ch.close()
+
+
+def watch_stub(channel):
+    """A WatchBatchInferenceJob server-streaming stub on `channel`; returns (stub, request_class)."""
+    pb, _ = protos()
+    stub = channel.unary_stream(WATCH_METHOD,
+                                request_serializer=pb.WatchBatchInferenceJobRequest.SerializeToString,
+                                response_deserializer=pb.WatchBatchInferenceJobResponse.FromString)
+    return stub, pb.WatchBatchInferenceJobRequest
+
+
+class WatchStream:
+    """One WatchBatchInferenceJob stream, read by a thread of its own (real grpcio).
+
+    .jobs: [(monotonic time received, BatchInferenceJob)]; once it ended, .code (grpc.StatusCode)
+    and .details; .done is set then."""
+
+    def __init__(self, channel, arn, timeout=None, metadata=()):
+        import threading
+
+        stub, request = watch_stub(channel)
+        self.jobs = []
+        self.code = None
+        self.details = None
+        self.done = threading.Event()
+        self.call = stub(request(batch_inference_job_arn=arn), timeout=timeout,
+                         metadata=tuple(metadata))
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        import grpc
+
+        try:
+            for msg in self.call:
+                self.jobs.append((time.monotonic(), msg.batch_inference_job))
+            self.code = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            self.code, self.details = e.code(), e.details()
+        self.done.set()
+
+    def statuses(self):
+        return [job.status for _, job in self.jobs]
+
+    def wait_messages(self, n, timeout=10.0):
+        """Waits until at least n messages arrived (or the stream ended); returns the statuses."""
+        wait_until(lambda: len(self.jobs) >= n or self.done.is_set(), timeout=timeout,
+                   what="%d watch messages (have %s)" % (n, self.statuses()))
+        return self.statuses()
+
+    def wait_done(self, timeout=10.0):
+        """Waits for the end of the stream; returns its code."""
+        if not self.done.wait(timeout):
+            raise TimeoutError("watch stream still open after %.1fs (have %s)" % (
+                timeout, self.statuses()))
+        return self.code
+
+    def cancel(self):
+        self.call.cancel()
+
+
+def scrape_metrics(gw):
+    """The gateway's /metrics as {(sample name, frozenset(labels.items())): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, body = gw.http_get("/metrics")
+    assert status == 200
+    out = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for sample in fam.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def metric(gw, name, **labels):
+    """One sample of the gateway's /metrics (0 when absent)."""
+    return scrape_metrics(gw).get((name, frozenset(labels.items())), 0.0)
 
 
 def health_check(target, service="", timeout=5):

@@ -111,6 +111,24 @@ def test_fixture_by_name_prefers_tests_fixtures(fake_aws):
         fake_aws.add_job(ARN, fixture="no_such_fixture")
 
 
+def test_job_status_changes_at_run_time(fake_aws):
+    fake_aws.add_job(ARN, status="PENDING")
+    client = fake_aws.personalize_client()
+    first = client.describe_batch_inference_job(batchInferenceJobArn=ARN)["batchInferenceJob"]
+    before = time.time()
+    fake_aws.set_job_status(ARN, "IN PROGRESS")
+    moved = client.describe_batch_inference_job(batchInferenceJobArn=ARN)["batchInferenceJob"]
+    assert (first["status"], moved["status"]) == ("PENDING", "IN PROGRESS")
+    assert moved["lastUpdatedDateTime"].timestamp() >= before - 0.01
+    assert moved["jobName"] == first["jobName"]  # the rest of the job stays
+    fake_aws.set_job_status(ARN, "ACTIVE", last_updated=1800000000.25)
+    done = client.describe_batch_inference_job(batchInferenceJobArn=ARN)["batchInferenceJob"]
+    assert done["status"] == "ACTIVE"
+    assert done["lastUpdatedDateTime"].timestamp() == 1800000000.25
+    with pytest.raises(RuntimeError):
+        fake_aws.set_job_status(ARN + "-unknown", "ACTIVE")
+
+
 def test_unknown_arn_is_resource_not_found(fake_aws):
     client = fake_aws.personalize_client()
     with pytest.raises(client.exceptions.ResourceNotFoundException) as ei:

@@ -21,30 +21,6 @@
 
 static struct event_base *base;
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int run_until(const int *flag, int ms)
-{
-    int64_t end = mono_ms() + ms;
-    while (!*flag && mono_ms() < end) {
-        struct timeval tv = {0, 5000};
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-    }
-    return *flag;
-}
-
-static void run_for(int ms)
-{
-    int never = 0;
-    run_until(&never, ms);
-}
-
 typedef struct replica {
     pgw_redis_tier *tier;
     pgw_fleet *fleet;
@@ -72,12 +48,12 @@ static int replica_open(replica *r, int port, int lease_ms, const char *id)
     if (!r->fleet || !r->tier)
         return -1;
     pgw_fleet_set_redis(r->fleet, r->tier);
-    int64_t end = mono_ms() + 5000;
+    int64_t end = pgw_tr_now_ms() + 5000;
     pgw_fleet_stats s;
     do {
-        run_for(10);
+        pgw_tr_run_for(base, 10);
         pgw_fleet_stats_get(r->fleet, &s);
-    } while ((!s.subscribed || !pgw_redis_tier_is_ready(r->tier)) && mono_ms() < end);
+    } while ((!s.subscribed || !pgw_redis_tier_is_ready(r->tier)) && pgw_tr_now_ms() < end);
     return s.subscribed ? 0 : -1;
 }
 
@@ -106,7 +82,7 @@ static void on_outcome(const pgw_fleet_outcome *o, void *ud)
     out->holds_lease = o->holds_lease;
     out->taken_over = o->taken_over;
     out->code = o->code;
-    out->at_ms = mono_ms();
+    out->at_ms = pgw_tr_now_ms();
     if (o->message)
         snprintf(out->message, sizeof(out->message), "%s", o->message);
     if (o->entry && o->entry_len <= sizeof(out->entry)) {
@@ -145,7 +121,7 @@ static void test_won_then_filled(replica *a, replica *b, redisContext *c)
     flush(c);
     outcome oa = {0}, ob = {0};
     pgw_fleet_wait *wa = pgw_fleet_acquire(a->fleet, ARN, 1, on_outcome, &oa);
-    run_until(&oa.done, 2000);
+    pgw_tr_run_until(base, &oa.done, 2000);
     CHECK(wa != NULL);
     CHECK(oa.done && oa.verdict == PGW_FLEET_FETCH && oa.holds_lease && !oa.taken_over);
     redisReply *r = redisCommand(c, "GET %s%s", PGW_REDIS_LEASE_PREFIX, ARN);
@@ -154,7 +130,7 @@ static void test_won_then_filled(replica *a, replica *b, redisContext *c)
         freeReplyObject(r);
 
     pgw_fleet_acquire(b->fleet, ARN, 1, on_outcome, &ob);
-    run_for(200);
+    pgw_tr_run_for(base, 200);
     CHECK(!ob.done); /* someone else holds the lease: B waits */
     pgw_fleet_stats sb;
     pgw_fleet_stats_get(b->fleet, &sb);
@@ -163,11 +139,11 @@ static void test_won_then_filled(replica *a, replica *b, redisContext *c)
     size_t len;
     uint8_t *entry = make_entry(&len, 60000);
     pgw_fleet_publish_fill(a->fleet, ARN, entry, len);
-    run_until(&ob.done, 2000);
+    pgw_tr_run_until(base, &ob.done, 2000);
     CHECK(ob.done && ob.calls == 1 && ob.verdict == PGW_FLEET_FILLED);
     CHECK(ob.entry_len == len && memcmp(ob.entry, entry, len) == 0);
     free(entry);
-    run_for(50);
+    pgw_tr_run_for(base, 50);
     r = redisCommand(c, "EXISTS %s%s", PGW_REDIS_LEASE_PREFIX, ARN);
     CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0); /* released */
     if (r)
@@ -182,19 +158,19 @@ static void test_failure_notice(replica *a, replica *b, redisContext *c)
     flush(c);
     outcome oa = {0}, ob = {0};
     pgw_fleet_acquire(a->fleet, ARN, 1, on_outcome, &oa);
-    run_until(&oa.done, 2000);
+    pgw_tr_run_until(base, &oa.done, 2000);
     CHECK(oa.holds_lease);
     pgw_fleet_acquire(b->fleet, ARN, 1, on_outcome, &ob);
-    run_for(100);
+    pgw_tr_run_for(base, 100);
     CHECK(!ob.done);
     pgw_fleet_publish_failure(a->fleet, ARN, 14, "AWS Personalize: ThrottlingException");
-    run_until(&ob.done, 2000);
+    pgw_tr_run_until(base, &ob.done, 2000);
     CHECK(ob.done && ob.verdict == PGW_FLEET_FAILED && ob.code == 14);
     CHECK_STR(ob.message, "AWS Personalize: ThrottlingException");
     /* The lease was released with the failure: the next fetch may take it at once. */
     outcome oc = {0};
     pgw_fleet_acquire(b->fleet, ARN, 1, on_outcome, &oc);
-    run_until(&oc.done, 2000);
+    pgw_tr_run_until(base, &oc.done, 2000);
     CHECK(oc.verdict == PGW_FLEET_FETCH && oc.holds_lease);
 }
 
@@ -204,11 +180,11 @@ static void test_takeover(replica *a, replica *b, redisContext *c, int lease_ms)
     flush(c);
     outcome oa = {0}, ob = {0};
     pgw_fleet_acquire(a->fleet, ARN, 1, on_outcome, &oa);
-    run_until(&oa.done, 2000);
+    pgw_tr_run_until(base, &oa.done, 2000);
     CHECK(oa.holds_lease);
-    int64_t t0 = mono_ms();
+    int64_t t0 = pgw_tr_now_ms();
     pgw_fleet_acquire(b->fleet, ARN, 1, on_outcome, &ob);
-    run_until(&ob.done, lease_ms + 3000);
+    pgw_tr_run_until(base, &ob.done, lease_ms + 3000);
     CHECK(ob.done && ob.verdict == PGW_FLEET_FETCH && ob.holds_lease && ob.taken_over);
     CHECK(ob.at_ms - t0 <= lease_ms + 1000); /* within the lease (plus loop slack) */
     CHECK(ob.at_ms - t0 >= lease_ms / 2);    /* and not before the holder's lease ran out */
@@ -229,22 +205,22 @@ static void test_value_already_there(replica *a, replica *b, redisContext *c)
     outcome oa = {0}, ob = {0};
     /* With the lease free, A wins it, sees the value, and answers from it. */
     pgw_fleet_acquire(a->fleet, ARN, 1, on_outcome, &oa);
-    run_until(&oa.done, 2000);
+    pgw_tr_run_until(base, &oa.done, 2000);
     CHECK(oa.verdict == PGW_FLEET_FILLED && oa.entry_len == len);
     /* With the lease held, B answers from the value too, without waiting. */
     r = redisCommand(c, "SET %s%s other NX PX 60000", PGW_REDIS_LEASE_PREFIX, ARN);
     if (r)
         freeReplyObject(r);
     pgw_fleet_acquire(b->fleet, ARN, 1, on_outcome, &ob);
-    run_until(&ob.done, 2000);
+    pgw_tr_run_until(base, &ob.done, 2000);
     CHECK(ob.verdict == PGW_FLEET_FILLED && ob.entry_len == len);
     /* A no-cache caller does not take the cached value: it waits for the holder. */
     outcome oc = {0};
     pgw_fleet_wait *w = pgw_fleet_acquire(b->fleet, ARN, 0, on_outcome, &oc);
-    run_for(300);
+    pgw_tr_run_for(base, 300);
     CHECK(!oc.done && w != NULL);
     pgw_fleet_cancel(w);
-    run_for(100);
+    pgw_tr_run_for(base, 100);
     CHECK(oc.calls == 0);
     free(entry);
 }
@@ -254,13 +230,13 @@ static void test_cancel_and_malformed(replica *a, replica *b, redisContext *c)
     flush(c);
     outcome oa = {0}, ob = {0};
     pgw_fleet_acquire(a->fleet, ARN, 1, on_outcome, &oa);
-    run_until(&oa.done, 2000);
+    pgw_tr_run_until(base, &oa.done, 2000);
     /* Cancelled while its pipeline is still out, then again while waiting. */
     pgw_fleet_wait *w = pgw_fleet_acquire(b->fleet, ARN, 1, on_outcome, &ob);
     pgw_fleet_cancel(w);
-    run_for(100);
+    pgw_tr_run_for(base, 100);
     w = pgw_fleet_acquire(b->fleet, ARN, 1, on_outcome, &ob);
-    run_for(100);
+    pgw_tr_run_for(base, 100);
     pgw_fleet_cancel(w);
     pgw_fleet_stats sb0, sb1;
     pgw_fleet_stats_get(b->fleet, &sb0);
@@ -274,7 +250,7 @@ static void test_cancel_and_malformed(replica *a, replica *b, redisContext *c)
     uint8_t *entry = make_entry(&len, 60000);
     pgw_fleet_publish_fill(a->fleet, ARN, entry, len);
     free(entry);
-    run_for(200);
+    pgw_tr_run_for(base, 200);
     CHECK(ob.calls == 0);
     pgw_fleet_stats_get(b->fleet, &sb1);
     CHECK(sb1.notices_malformed == sb0.notices_malformed + 1);
@@ -288,10 +264,10 @@ static void test_redis_down(void)
     replica r = {0};
     CHECK(replica_open(&r, port, 1000, "lonely") == -1); /* nothing listens there */
     outcome o = {0};
-    int64_t t0 = mono_ms();
+    int64_t t0 = pgw_tr_now_ms();
     pgw_fleet_wait *w = pgw_fleet_acquire(r.fleet, ARN, 1, on_outcome, &o);
     CHECK(w == NULL && o.done && o.verdict == PGW_FLEET_FETCH && !o.holds_lease);
-    CHECK(mono_ms() - t0 < 100);
+    CHECK(pgw_tr_now_ms() - t0 < 100);
     pgw_fleet_stats s;
     pgw_fleet_stats_get(r.fleet, &s);
     CHECK(s.fallbacks == 1 && s.waiting == 0);
@@ -325,14 +301,14 @@ int main(void)
             flush(c);
             outcome oa = {0}, ob = {0};
             pgw_fleet_acquire(a.fleet, ARN, 1, on_outcome, &oa);
-            run_until(&oa.done, 2000);
+            pgw_tr_run_until(base, &oa.done, 2000);
             pgw_fleet_acquire(b.fleet, ARN, 1, on_outcome, &ob);
-            run_for(100);
+            pgw_tr_run_for(base, 100);
             CHECK(!ob.done);
             redisFree(c);
             pgw_tr_signal(pid, SIGKILL);
             pid = 0;
-            run_until(&ob.done, 3000);
+            pgw_tr_run_until(base, &ob.done, 3000);
             CHECK(ob.done && ob.verdict == PGW_FLEET_FETCH && !ob.holds_lease);
         }
         replica_close(&a);

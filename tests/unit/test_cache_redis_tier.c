@@ -18,32 +18,7 @@
 #include "cache_test_redis.h"
 #include "test_util.h"
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct event_base *base;
-
-/* Steps the loop in small slices until *flag is nonzero or ms pass. Returns *flag. */
-static int run_until(const int *flag, int ms)
-{
-    int64_t end = now_ms() + ms;
-    while (!*flag && now_ms() < end) {
-        struct timeval tv = {0, 5000};
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-    }
-    return *flag;
-}
-
-static void run_for(int ms)
-{
-    int never = 0;
-    run_until(&never, ms);
-}
 
 typedef struct get_state {
     int done;
@@ -61,7 +36,7 @@ static void get_cb(pgw_redis_result result, const uint8_t *value, size_t len, vo
     g->calls++;
     g->done = 1;
     g->result = result;
-    g->answered_at = now_ms();
+    g->answered_at = pgw_tr_now_ms();
     g->len = len;
     if (result == PGW_REDIS_HIT && len <= sizeof g->value)
         memcpy(g->value, value, len);
@@ -77,7 +52,7 @@ static get_state do_get(pgw_redis_tier *tier, const char *key)
     get_state g;
     memset(&g, 0, sizeof g);
     pgw_redis_tier_get(tier, key, get_cb, &g);
-    run_until(&g.done, 2000);
+    pgw_tr_run_until(base, &g.done, 2000);
     return g;
 }
 
@@ -115,11 +90,19 @@ static void test_url_parsing(void)
     CHECK_STR(u.password, "s3cret");
     CHECK(u.port == 7000);
     CHECK(pgw_redis_url_parse("REDIS://h:65535/", &u, err, sizeof err) == 0 && u.port == 65535);
+    CHECK(!u.tls);
+    CHECK(pgw_redis_url_parse("rediss://pgw-user:pw@cache.example:6380/0", &u, err, sizeof err) ==
+          0);
+    CHECK(u.tls && u.port == 6380);
+    CHECK_STR(u.username, "pgw-user");
+    /* A user without a password parses (the password may come from a file)... */
+    CHECK(pgw_redis_url_parse("rediss://pgw-user@cache.example", &u, err, sizeof err) == 0);
+    CHECK_STR(u.username, "pgw-user");
+    CHECK(!u.password[0] && u.port == 6379);
 
     const char *bad[] = {
         "",
         "http://h:6379",
-        "rediss://h:6379",
         "redis://:6379",
         "redis://h:0",
         "redis://h:65536",
@@ -131,7 +114,8 @@ static void test_url_parsing(void)
         "redis://h:6379/01/2",
         "redis://h:6379/0?db=1",
         "redis://h:6379/0#frag",
-        "redis://onlyuser@h:6379",
+        "redis+tls://h:6379",
+        "redis://h:6379/0/",
         "h:6379",
         "redis://:hunter2-secret@h:6379/99",
     };
@@ -151,6 +135,38 @@ static void test_url_parsing(void)
     pgw_redis_tier_config c = test_config("redis://:hunter2-secret@h:6379/99");
     CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
     CHECK(strstr(err, "--redis-url") && !strstr(err, "hunter2"));
+    /* ...but the tier wants one from somewhere. */
+    c = test_config("rediss://pgw-user@127.0.0.1:1");
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-password-file") != NULL);
+    /* TLS files without TLS, half a client certificate, unreadable files: clear errors. */
+    c = test_config("redis://127.0.0.1:1");
+    c.ca_file = "/etc/hostname";
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-ca-file") && strstr(err, "rediss://"));
+    c = test_config("rediss://127.0.0.1:1");
+    c.cert_file = "/nonexistent/cert.pem";
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-key") != NULL);
+    c.key_file = "/nonexistent/key.pem";
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-cert") && strstr(err, "No such file"));
+    c = test_config("rediss://127.0.0.1:1");
+    c.ca_file = "/nonexistent/ca.pem";
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-ca-file") && strstr(err, "/nonexistent/ca.pem"));
+    c.ca_file = "/etc/hostname"; /* readable, not PEM */
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-ca-file") != NULL);
+    c = test_config("redis://127.0.0.1:1");
+    c.password_file = "/nonexistent/pw";
+    CHECK(pgw_redis_tier_new(b, &c, err, sizeof err) == NULL);
+    CHECK(strstr(err, "--redis-password-file") != NULL);
+    /* System CAs, no client certificate: fine (connecting happens later). */
+    c = test_config("rediss://127.0.0.1:1");
+    pgw_redis_tier *t = pgw_redis_tier_new(b, &c, err, sizeof err);
+    CHECK(t != NULL);
+    pgw_redis_tier_free(t);
     event_base_free(b);
 }
 
@@ -177,9 +193,9 @@ static long long pttl(redisContext *c, const char *key)
 
 static int wait_ready(pgw_redis_tier *tier, int ms)
 {
-    int64_t end = now_ms() + ms;
-    while (!pgw_redis_tier_is_ready(tier) && now_ms() < end)
-        run_for(10);
+    int64_t end = pgw_tr_now_ms() + ms;
+    while (!pgw_redis_tier_is_ready(tier) && pgw_tr_now_ms() < end)
+        pgw_tr_run_for(base, 10);
     return pgw_redis_tier_is_ready(tier);
 }
 
@@ -242,19 +258,74 @@ static void test_plain_server(int port, pid_t *pid)
 
     /* A stopped server: the GET answers ERROR at its timeout; the late reply is ignored. */
     pgw_tr_signal(*pid, SIGSTOP);
-    int64_t t0 = now_ms();
+    int64_t t0 = pgw_tr_now_ms();
     g = do_get(tier, key);
     CHECK(g.calls == 1 && g.result == PGW_REDIS_ERROR);
     CHECK(g.answered_at - t0 >= cfg.command_timeout_ms - 5 &&
           g.answered_at - t0 < cfg.command_timeout_ms + 150);
     pgw_tr_signal(*pid, SIGCONT);
-    run_for(100);
+    pgw_tr_run_for(base, 100);
     CHECK(g.calls == 1);
     pgw_redis_tier_stats st;
     pgw_redis_tier_stats_get(tier, &st);
     CHECK(st.timeouts == 1 && st.breaker == PGW_REDIS_BREAKER_CLOSED);
     g = do_get(tier, key);
     CHECK(g.result == PGW_REDIS_HIT);
+
+    /* GETs sent 40 ms apart to a stopped server: one timer serves the whole FIFO, yet each
+     * answers at its own deadline, never before. Their late replies (error replies: the key
+     * is the list) are matched in order and dropped, so the next GET gets its own value. */
+    pgw_tr_signal(*pid, SIGSTOP);
+    get_state staggered[3];
+    int64_t sent_at[3];
+    memset(staggered, 0, sizeof staggered);
+    for (int i = 0; i < 3; i++) {
+        if (i)
+            run_for(40);
+        sent_at[i] = now_ms();
+        pgw_redis_tier_get(tier, "pgw:v1:bij:list", get_cb, &staggered[i]);
+    }
+    run_until(&staggered[2].done, 2000);
+    int each_own_deadline = 1;
+    for (int i = 0; i < 3; i++)
+        each_own_deadline &= staggered[i].calls == 1 && staggered[i].result == PGW_REDIS_ERROR &&
+                             staggered[i].answered_at - sent_at[i] >= cfg.command_timeout_ms - 5 &&
+                             staggered[i].answered_at - sent_at[i] < cfg.command_timeout_ms + 150;
+    CHECK(each_own_deadline);
+    pgw_tr_signal(*pid, SIGCONT);
+    run_for(100);
+    g = do_get(tier, key);
+    CHECK(g.result == PGW_REDIS_HIT && g.len == 12 && g.calls == 1);
+    pgw_redis_tier_stats_get(tier, &st);
+    CHECK(st.timeouts == 4 && st.breaker == PGW_REDIS_BREAKER_CLOSED);
+
+    /* Seven GETs time out together: the fifth timeout opens the breaker, whose teardown
+     * answers the last two at once; every GET is answered exactly once. */
+    uint64_t opens_before = st.breaker_opens;
+    pgw_tr_signal(*pid, SIGSTOP);
+    get_state burst[7];
+    memset(burst, 0, sizeof burst);
+    for (int i = 0; i < 7; i++)
+        pgw_redis_tier_get(tier, key, get_cb, &burst[i]);
+    run_until(&burst[6].done, 2000);
+    run_for(20);
+    int all_once = 1;
+    for (int i = 0; i < 7; i++)
+        all_once &= burst[i].calls == 1 && burst[i].result == PGW_REDIS_ERROR;
+    CHECK(all_once);
+    pgw_redis_tier_stats_get(tier, &st);
+    CHECK(st.timeouts == 9 && st.breaker_opens == opens_before + 1);
+    pgw_tr_signal(*pid, SIGCONT);
+    /* After the cool-down the breaker lets a probe through and closes on its HIT. */
+    int recovered = 0;
+    int64_t until = now_ms() + 5000;
+    while (!recovered && now_ms() < until) {
+        g = do_get(tier, key);
+        recovered = g.result == PGW_REDIS_HIT;
+        if (!recovered)
+            run_for(50);
+    }
+    CHECK(recovered);
 
     /* Crash: every GET still answers within the timeout, and the breaker opens. */
     pgw_tr_signal(*pid, SIGKILL);
@@ -263,11 +334,11 @@ static void test_plain_server(int port, pid_t *pid)
     rc = NULL;
     int all_error = 1, all_prompt = 1;
     for (int i = 0; i < 10; i++) {
-        t0 = now_ms();
+        t0 = pgw_tr_now_ms();
         g = do_get(tier, key);
         all_error &= g.calls == 1 && g.result == PGW_REDIS_ERROR;
         all_prompt &= g.answered_at - t0 <= cfg.command_timeout_ms + 50;
-        run_for(5);
+        pgw_tr_run_for(base, 5);
     }
     CHECK(all_error && all_prompt);
     pgw_redis_tier_stats_get(tier, &st);
@@ -287,12 +358,12 @@ static void test_plain_server(int port, pid_t *pid)
             freeReplyObject(r);
     }
     int hit = 0;
-    int64_t end = now_ms() + 5000;
-    while (!hit && now_ms() < end) {
+    int64_t end = pgw_tr_now_ms() + 5000;
+    while (!hit && pgw_tr_now_ms() < end) {
         g = do_get(tier, key);
         hit = g.result == PGW_REDIS_HIT && g.len == 4 && memcmp(g.value, "back", 4) == 0;
         if (!hit)
-            run_for(50);
+            pgw_tr_run_for(base, 50);
     }
     CHECK(hit);
     pgw_redis_tier_stats_get(tier, &st);
@@ -312,7 +383,7 @@ static void test_plain_server(int port, pid_t *pid)
     pgw_redis_tier_get(tier, key, get_cb, &pending);
     pgw_redis_tier_free(tier);
     tier = NULL;
-    run_for(150);
+    pgw_tr_run_for(base, 150);
     CHECK(pending.calls == 0);
     pgw_tr_signal(*pid, SIGCONT);
     if (rc)
@@ -328,8 +399,8 @@ static void test_plain_server(int port, pid_t *pid)
         first.free_me = &tier;
         pgw_redis_tier_get(tier, key, get_cb, &first);
         pgw_redis_tier_get(tier, key, get_cb, &second);
-        run_until(&first.done, 2000);
-        run_for(50);
+        pgw_tr_run_until(base, &first.done, 2000);
+        pgw_tr_run_for(base, 50);
         CHECK(first.calls == 1 && first.result == PGW_REDIS_HIT && tier == NULL);
         CHECK(second.calls == 0);
     }
@@ -378,7 +449,7 @@ static void test_auth_server(int port)
     cfg = test_config(url);
     tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
     CHECK(tier != NULL);
-    run_for(300);
+    pgw_tr_run_for(base, 300);
     CHECK(tier && !pgw_redis_tier_is_ready(tier));
     if (tier) {
         CHECK(strstr(pgw_redis_tier_last_error(tier), "AUTH") != NULL);
@@ -390,13 +461,22 @@ static void test_auth_server(int port)
     }
     pgw_redis_tier_free(tier);
 
-    /* No password at all against a server that wants one: GET fails with NOAUTH -> ERROR. */
+    /* No password at all against a server that wants one: the handshake's PING gets NOAUTH, so
+     * the tier never becomes ready, counts an AUTH failure, and GETs answer ERROR at once. */
     snprintf(url, sizeof url, "redis://localhost:%d", port); /* also exercises evdns */
     cfg = test_config(url);
     tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
-    CHECK(tier && wait_ready(tier, 3000));
-    g = do_get(tier, key);
-    CHECK(g.result == PGW_REDIS_ERROR);
+    CHECK(tier != NULL);
+    pgw_tr_run_for(base, 300);
+    if (tier) {
+        CHECK(!pgw_redis_tier_is_ready(tier));
+        CHECK(strstr(pgw_redis_tier_last_error(tier), "NOAUTH") != NULL);
+        pgw_redis_tier_stats st;
+        pgw_redis_tier_stats_get(tier, &st);
+        CHECK(st.auth_failures >= 1 && st.connects == 0);
+        g = do_get(tier, key);
+        CHECK(g.result == PGW_REDIS_ERROR);
+    }
     pgw_redis_tier_free(tier);
     if (db3)
         redisFree(db3);
@@ -422,7 +502,7 @@ static void cmd_cb(const struct redisReply *reply, void *ud)
     cmd_state *c = ud;
     c->calls++;
     c->done = 1;
-    c->answered_at = now_ms();
+    c->answered_at = pgw_tr_now_ms();
     c->null_reply = reply == NULL;
     if (reply) {
         c->type = reply->type;
@@ -451,7 +531,7 @@ static cmd_state do_cmd(pgw_redis_tier *tier, const char *a0, ...)
     cmd_state c;
     memset(&c, 0, sizeof c);
     pgw_redis_tier_command(tier, argc, argv, lens, cmd_cb, &c);
-    run_until(&c.done, 2000);
+    pgw_tr_run_until(base, &c.done, 2000);
     return c;
 }
 
@@ -484,7 +564,7 @@ static void test_commands(int port, pid_t pid)
     cmd_state b;
     memset(&b, 0, sizeof b);
     pgw_redis_tier_command(tier, 3, argv, lens, cmd_cb, &b);
-    run_until(&b.done, 2000);
+    pgw_tr_run_until(base, &b.done, 2000);
     c = do_cmd(tier, "STRLEN", "pgw:v1:bin", NULL);
     CHECK(c.type == REDIS_REPLY_INTEGER && c.integer == 3);
 
@@ -504,13 +584,13 @@ static void test_commands(int port, pid_t pid)
 
     /* A stopped server: NULL at the command timeout, the late reply ignored. */
     pgw_tr_signal(pid, SIGSTOP);
-    int64_t t0 = now_ms();
+    int64_t t0 = pgw_tr_now_ms();
     c = do_cmd(tier, "GET", lease, NULL);
     CHECK(c.calls == 1 && c.null_reply);
     CHECK(c.answered_at - t0 >= cfg.command_timeout_ms - 5 &&
           c.answered_at - t0 < cfg.command_timeout_ms + 150);
     pgw_tr_signal(pid, SIGCONT);
-    run_for(100);
+    pgw_tr_run_for(base, 100);
     CHECK(c.calls == 1);
     pgw_redis_tier_stats st;
     pgw_redis_tier_stats_get(tier, &st);
@@ -530,12 +610,34 @@ static void test_commands(int port, pid_t pid)
     CHECK(pgw_redis_tier_publish(tier, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"x", 1) == -1);
     pgw_redis_tier_free(tier);
 
+    /* A server refusing for reasons of its own (out of clients) is a connect failure, not
+     * an AUTH one. */
+    redisContext *adm = pgw_tr_connect(port, NULL, 0);
+    CHECK(adm != NULL);
+    if (adm) {
+        redisReply *r = redisCommand(adm, "CONFIG SET maxclients 1");
+        CHECK(r && r->type == REDIS_REPLY_STATUS);
+        if (r)
+            freeReplyObject(r);
+        tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+        CHECK(tier != NULL);
+        pgw_tr_run_for(base, 300);
+        pgw_redis_tier_stats_get(tier, &st);
+        CHECK(!pgw_redis_tier_is_ready(tier) && st.connect_failures >= 1 && st.auth_failures == 0);
+        CHECK(strstr(pgw_redis_tier_last_error(tier), "max number of clients") != NULL);
+        pgw_redis_tier_free(tier);
+        r = redisCommand(adm, "CONFIG SET maxclients 10000");
+        if (r)
+            freeReplyObject(r);
+        redisFree(adm);
+    }
+
     /* No server at all: NULL synchronously. */
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", pgw_tr_free_port());
     cfg = test_config(url);
     tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
     CHECK(tier != NULL);
-    run_for(50);
+    pgw_tr_run_for(base, 50);
     memset(&sync, 0, sizeof sync);
     pgw_redis_tier_command(tier, 1, ping, ping_len, cmd_cb, &sync);
     CHECK(sync.calls == 1 && sync.null_reply);
@@ -575,9 +677,9 @@ static void on_subscription(int up, void *ud)
 
 static int wait_flag_ge(const int *v, int want, int ms)
 {
-    int64_t end = now_ms() + ms;
-    while (*v < want && now_ms() < end)
-        run_for(10);
+    int64_t end = pgw_tr_now_ms() + ms;
+    while (*v < want && pgw_tr_now_ms() < end)
+        pgw_tr_run_for(base, 10);
     return *v >= want;
 }
 
@@ -629,7 +731,7 @@ static void test_pubsub(int port, const char *password, int db)
     CHECK(pgw_redis_tier_publish(pub, "pgw:v1:other", payload, 1) == 0);
     CHECK(pgw_redis_tier_publish(sub, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"self", 4) == 0);
     CHECK(wait_flag_ge(&s.messages, 2, 2000));
-    run_for(50);
+    pgw_tr_run_for(base, 50);
     CHECK(s.messages == 2 && s.last_len == 4 && memcmp(s.last, "self", 4) == 0);
 
     /* The subscriber connection is killed: down, then up again after the reconnect, and
@@ -652,10 +754,42 @@ static void test_pubsub(int port, const char *password, int db)
     int downs = s.downs;
     CHECK(pgw_redis_tier_publish(pub, PGW_REDIS_FILL_CHANNEL, (const uint8_t *)"last", 4) == 0);
     CHECK(wait_flag_ge(&s.messages, 4, 2000));
-    run_for(50);
+    pgw_tr_run_for(base, 50);
     CHECK(sub == NULL && s.downs == downs);
     pgw_redis_tier_free(sub);
     pgw_redis_tier_free(pub);
+}
+
+/* A subscriber whose server stops answering (SIGSTOP: no FIN, like a dead NAT entry) is
+ * called lost within two PING intervals, and comes back once the server does. */
+static void test_sub_liveness(int port, pid_t pid)
+{
+    char url[64], err[256];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    sub_state s;
+    memset(&s, 0, sizeof s);
+    pgw_redis_tier_config cfg = test_config(url);
+    cfg.subscribe_channel = PGW_REDIS_FILL_CHANNEL;
+    cfg.on_message = on_message;
+    cfg.on_subscription = on_subscription;
+    cfg.message_ud = &s;
+    cfg.sub_ping_interval_ms = 100;
+    pgw_redis_tier *tier = pgw_redis_tier_new(base, &cfg, err, sizeof err);
+    CHECK(tier != NULL);
+    if (!tier)
+        return;
+    CHECK(wait_flag_ge(&s.ups, 1, 3000));
+    pgw_tr_run_for(base, 350); /* a few PINGs answered: still up */
+    CHECK(s.downs == 0 && pgw_redis_tier_is_subscribed(tier));
+    pgw_tr_signal(pid, SIGSTOP);
+    int64_t t0 = pgw_tr_now_ms();
+    CHECK(wait_flag_ge(&s.downs, 1, 2000));
+    CHECK(pgw_tr_now_ms() - t0 <= 2 * cfg.sub_ping_interval_ms + 150);
+    CHECK(!pgw_redis_tier_is_subscribed(tier));
+    CHECK(strstr(pgw_redis_tier_last_error(tier), "PONG") != NULL);
+    pgw_tr_signal(pid, SIGCONT);
+    CHECK(wait_flag_ge(&s.ups, 2, 5000));
+    pgw_redis_tier_free(tier);
 }
 
 int main(void)
@@ -679,6 +813,7 @@ int main(void)
     if (pid > 0) {
         test_commands(port, pid);
         test_pubsub(port, NULL, 0);
+        test_sub_liveness(port, pid);
     }
     pgw_tr_signal(pid, SIGKILL);
 
