@@ -116,6 +116,7 @@ struct pgw_redis_tier {
     char *sub_channel;   /* owned copy of cfg.subscribe_channel, or NULL */
     char *password_file; /* owned copy, or NULL */
     SSL_CTX *ssl_ctx;    /* rediss:// only */
+    void *timing_out;    /* user_data of the GET being answered at its timeout, or NULL */
 
     struct evdns_base *dns;
     redis_conn main;
@@ -423,6 +424,8 @@ static void answer_get(pgw_redis_tier *tier, pgw_redis_get_cb cb, void *ud, pgw_
         tier->stats.misses++;
     else
         tier->stats.errors++;
+    if (res == PGW_REDIS_ERROR && ud == tier->timing_out && ud)
+        tier->stats.get_timeouts++;
     cb(res, v, len, ud);
 }
 
@@ -526,7 +529,9 @@ static void conn_timeout_cb(evutil_socket_t fd, short what, void *arg)
             c->q_checked++;
             pend copy = *e;
             tier->stats.timeouts++;
+            tier->timing_out = copy.get_cb ? copy.p : NULL;
             answer_req(tier, &copy, NULL);
+            tier->timing_out = NULL;
             continue;
         }
         c->q_checked++;

@@ -109,8 +109,9 @@ typedef struct pgw_redis_tier_config {
 
 typedef struct pgw_redis_tier_stats {
     uint64_t gets, hits, misses;
-    uint64_t errors;   /* GETs answered ERROR for any reason (includes the two below) */
-    uint64_t timeouts; /* GETs and commands answered at the command timeout */
+    uint64_t errors;       /* GETs answered ERROR for any reason (includes the two below) */
+    uint64_t timeouts;     /* GETs and commands answered at the command timeout */
+    uint64_t get_timeouts; /* ... of which GETs (counted before their callback runs) */
     uint64_t rejected; /* GETs and commands answered without being sent (breaker, no connection) */
     uint64_t sets, set_errors, set_skipped;
     uint64_t breaker_opens;

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "service/log.h"
+#include "service/metrics.h"
 
 /* Longest ARN text recorded; a longer one (already refused as malformed) is cut. */
 #define AUDIT_MAX_ARN 300
@@ -116,10 +117,7 @@ void pgw_audit_log(pgw_audit *a, const pgw_audit_record *r)
     json_decref(line);
     if (!text)
         return;
-    flockfile(a->out);
-    fputs(text, a->out);
-    fputc('\n', a->out);
-    fflush(a->out);
-    funlockfile(a->out);
+    if (pgw_log_write_line(a->out, text) != 0)
+        pgw_metrics_log_write_failure("audit");
     free(text);
 }

@@ -114,6 +114,9 @@ static const opt_def options[] = {
     STR_OPT(tls_client_ca, OPT_STRING, NULL,
             "PEM CA bundle: mutual TLS; callers must present a certificate it signed, whose "
             "URI SAN (SPIFFE ID), else DNS SAN, else CN is their identity"),
+    INT_OPT(tls_poll_ms, "1000", 100, 3600000,
+            "how often the --tls-cert, --tls-key and --tls-client-ca files are checked for "
+            "changes (new handshakes use a changed version; SIGHUP re-reads them at once)"),
     STR_OPT(identity_header, OPT_STRING, NULL,
             "plain-text mode: request header carrying the caller identity; ONLY safe behind a "
             "sidecar that terminates mTLS and always sets it"),

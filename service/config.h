@@ -56,6 +56,7 @@ typedef struct pgw_config {
     char *tls_cert;            /* PEM certificate chain: serve gRPC over TLS */
     char *tls_key;             /* PEM private key of tls_cert */
     char *tls_client_ca;       /* PEM CA bundle: mutual TLS, client certificates verified */
+    int tls_poll_ms;           /* how often the TLS files are checked for changes */
     char *identity_header;     /* plain text: trusted header naming the caller (lowercase) */
     int require_identity;      /* calls without an identity -> UNAUTHENTICATED (always with mTLS) */
     char *policy_file;         /* authorization policy (JSON); NULL: every caller may read all */

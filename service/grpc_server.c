@@ -6,8 +6,6 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -18,6 +16,7 @@
 #include "service/grpc_call.h"
 #include "service/grpc_rpc.h"
 #include "service/log.h"
+#include "service/tls_reload.h"
 
 /* How often the methods' tick runs (Health/Watch streams look for a change of readiness). */
 #define TICK_MS 200
@@ -187,98 +186,16 @@ static void *cq_thread(void *arg)
 
 /* --- TLS ---------------------------------------------------------------------------------- */
 
-#define MAX_PEM_BYTES (1 << 20)
-
-/* Reads a PEM file into a NUL-terminated malloc'ed string. NULL with err naming the flag. */
-static char *read_pem(const char *path, const char *flag, char *err, size_t err_len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, err_len, "%s: cannot open %.200s", flag, path);
-        return NULL;
-    }
-    char *buf = malloc(MAX_PEM_BYTES + 1);
-    size_t n = buf ? fread(buf, 1, MAX_PEM_BYTES + 1, f) : 0;
-    int bad = !buf || ferror(f) || n == 0 || n > MAX_PEM_BYTES;
-    fclose(f);
-    if (bad) {
-        snprintf(err, err_len, "%s: cannot read %.200s (empty, unreadable or over 1 MiB)", flag,
-                 path);
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
-/* Checks the PEM texts with OpenSSL, so a bad file gets an error naming its flag instead of
- * gRPC failing to listen: the certificate parses, the key parses and belongs to it, and the
- * client CA holds at least one certificate. */
-static int check_pems(const char *cert, const char *key, const char *ca, char *err, size_t err_len)
-{
-    int ok = 0;
-    BIO *b = BIO_new_mem_buf(cert, -1);
-    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-    BIO_free(b);
-    b = BIO_new_mem_buf(key, -1);
-    EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
-    BIO_free(b);
-    if (!x)
-        snprintf(err, err_len, "--tls-cert: no PEM certificate in the file");
-    else if (!k)
-        snprintf(err, err_len, "--tls-key: no unencrypted PEM private key in the file");
-    else if (X509_check_private_key(x, k) != 1)
-        snprintf(err, err_len, "--tls-key: does not match the --tls-cert certificate");
-    else
-        ok = 1;
-    X509_free(x);
-    EVP_PKEY_free(k);
-    if (ok && ca) {
-        b = BIO_new_mem_buf(ca, -1);
-        X509 *c = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-        BIO_free(b);
-        if (!c) {
-            snprintf(err, err_len, "--tls-client-ca: no PEM certificate in the file");
-            ok = 0;
-        }
-        X509_free(c);
-    }
-    return ok ? 0 : -1;
-}
-
-/* The listening port's credentials: plain text, TLS, or mutual TLS. Under mutual TLS client
- * certificates are requested and, when presented, must verify against the client CA (else the
- * handshake fails); a client that presents none is let through the handshake and refused per
- * call with UNAUTHENTICATED, a status its developer can act on, instead of an opaque
- * handshake error. NULL with err set on failure. */
+/* The listening port's credentials: plain text, or TLS / mutual TLS with the material that
+ * service/tls_reload.h keeps current as its files rotate. NULL with err set on failure. */
 static grpc_server_credentials *make_credentials(const pgw_grpc_server_options *o, char *err,
                                                  size_t err_len)
 {
     if (!o->tls_cert_file)
         return grpc_insecure_server_credentials_create();
-    grpc_server_credentials *creds = NULL;
-    char *key = NULL, *ca = NULL;
-    char *cert = read_pem(o->tls_cert_file, "--tls-cert", err, err_len);
-    if (cert)
-        key = read_pem(o->tls_key_file, "--tls-key", err, err_len);
-    if (key && o->tls_client_ca_file)
-        ca = read_pem(o->tls_client_ca_file, "--tls-client-ca", err, err_len);
-    if (key && (ca || !o->tls_client_ca_file) && check_pems(cert, key, ca, err, err_len) == 0) {
-        grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
-        creds = grpc_ssl_server_credentials_create_ex(
-            ca, &pair, 1,
-            ca ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY
-               : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
-            NULL);
-        if (!creds)
-            snprintf(err, err_len, "--tls-cert: gRPC refused the TLS certificate or key");
-    }
-    if (key) {
-        explicit_bzero(key, strlen(key)); /* gRPC keeps its own copy */
-        free(key);
-    }
-    free(cert);
-    free(ca);
+    grpc_server_credentials *creds = o->tls ? pgw_tls_reload_server_credentials(o->tls) : NULL;
+    if (!creds)
+        snprintf(err, err_len, "--tls-cert: gRPC refused the TLS certificate or key");
     return creds;
 }
 

@@ -18,6 +18,7 @@
 
 struct pgw_audit;
 struct pgw_call_limit;
+struct pgw_tls_reload;
 struct pgw_watch_registry;
 typedef struct pgw_grpc_server pgw_grpc_server;
 
@@ -34,6 +35,8 @@ typedef struct pgw_grpc_server_options {
     const char *tls_cert_file;      /* PEM chain, or NULL for plain text */
     const char *tls_key_file;       /* PEM key of tls_cert_file */
     const char *tls_client_ca_file; /* PEM CA bundle, or NULL: no client certificates */
+    struct pgw_tls_reload *tls;     /* borrowed; the material of those files, kept current
+                                       (service/tls_reload.h); required with tls_cert_file */
     const char *identity_header;    /* plain text: trusted header with the identity, or NULL */
     int require_identity;           /* no identity -> UNAUTHENTICATED before any lookup */
     struct pgw_audit *audit;        /* borrowed; NULL: no audit lines for refused calls */

@@ -6,9 +6,11 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,10 +50,20 @@ struct pgw_http_server {
     atomic_int in_flight;
     atomic_int draining;
     pgw_http_sse_options sse;
+    /* accepting paused after accept() ran out of file descriptors (loop thread) */
+    struct event *accept_resume;
+    int64_t accept_paused_logged_ms;
+    uint64_t accept_pauses;
+    pgw_http_server *next_server; /* in the list accept errors are matched against */
 };
 
 /* Server-sent events send a comment this often while a job does not change. */
 #define SSE_HEARTBEAT_MS 15000
+
+/* How long accepting pauses when accept() fails for want of file descriptors or memory: the
+ * connection waits in the listen backlog meanwhile, instead of libevent retrying at once
+ * (and logging a warning) in a busy loop that starves every other event. */
+#define ACCEPT_PAUSE_MS 200
 
 /* One DescribeBatchInferenceJob call waiting for lookup. It lives from the moment the call
  * goes asynchronous until it is answered or its connection goes away, whichever is first;
@@ -551,13 +563,25 @@ static void handle_rest(pgw_http_server *s, struct evhttp_request *req, const ch
     free(arn);
 }
 
+static void handle_healthz(pgw_http_server *s, struct evhttp_request *req)
+{
+    const char *why = NULL;
+    if (pgw_health_alive(&why)) {
+        reply(s, req, 200, TEXT_TYPE, "ok\n", 3);
+    } else {
+        char text[256];
+        int n = snprintf(text, sizeof(text), "not alive: %s\n", why ? why : "unknown");
+        reply(s, req, 503, TEXT_TYPE, text, (size_t)n < sizeof(text) ? (size_t)n : 0);
+    }
+}
+
 static void handle_readyz(pgw_http_server *s, struct evhttp_request *req)
 {
     const char *why = NULL;
     if (pgw_health_ready(&why)) {
         reply(s, req, 200, TEXT_TYPE, "ready\n", 6);
     } else {
-        char text[128];
+        char text[256];
         int n = snprintf(text, sizeof(text), "not ready: %s\n", why ? why : "unknown");
         reply(s, req, 503, TEXT_TYPE, text, (size_t)n < sizeof(text) ? (size_t)n : 0);
     }
@@ -611,7 +635,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         if (!get)
             method_not_allowed(s, req, "GET");
         else if (path[1] == 'h')
-            reply(s, req, 200, TEXT_TYPE, "ok\n", 3);
+            handle_healthz(s, req);
         else if (path[1] == 'r')
             handle_readyz(s, req);
         else
@@ -623,6 +647,58 @@ static void on_request(struct evhttp_request *req, void *arg)
                              "no such path; see GET /v1/batch-inference-jobs/{arn} or POST /"));
         break;
     }
+}
+
+/* --- accept errors --- */
+
+/* libevent gives the listener's error callback only the evhttp it serves: the servers are
+ * found through this list. */
+static pthread_mutex_t servers_mu = PTHREAD_MUTEX_INITIALIZER;
+static pgw_http_server *servers;
+
+static void servers_link(pgw_http_server *s, int add)
+{
+    pthread_mutex_lock(&servers_mu);
+    pgw_http_server **pp = &servers;
+    while (*pp && *pp != s)
+        pp = &(*pp)->next_server;
+    if (add && !*pp)
+        *pp = s;
+    else if (!add && *pp)
+        *pp = s->next_server;
+    pthread_mutex_unlock(&servers_mu);
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    pgw_http_server *s = arg;
+    if (s->listener && !atomic_load(&s->draining))
+        evconnlistener_enable(evhttp_bound_socket_get_listener(s->listener));
+}
+
+/* accept() failed with an error that is not the peer's (libevent already skipped EAGAIN,
+ * EINTR, ECONNABORTED): out of file descriptors (EMFILE, ENFILE) or buffers. Loop thread. */
+static void on_accept_error(struct evconnlistener *lev, void *http)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+    pthread_mutex_lock(&servers_mu);
+    pgw_http_server *s = servers;
+    while (s && s->http != http)
+        s = s->next_server;
+    pthread_mutex_unlock(&servers_mu);
+    evconnlistener_disable(lev);
+    if (!s || !s->accept_resume)
+        return; /* not ours (cannot happen) or no timer: stay paused rather than spin */
+    s->accept_pauses++;
+    int64_t now = pgw_now_mono_ms();
+    if (!s->accept_paused_logged_ms || now - s->accept_paused_logged_ms >= 10000) {
+        s->accept_paused_logged_ms = now;
+        pgw_log(PGW_LOG_ERROR, "HTTP port: accept failed, accepting paused and retried",
+                json_pack("{s:s, s:i, s:I}", "error", evutil_socket_error_to_string(err),
+                          "pause_ms", ACCEPT_PAUSE_MS, "pauses", (json_int_t)s->accept_pauses));
+    }
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(s->accept_resume, &tv);
 }
 
 /* --- lifecycle --- */
@@ -691,6 +767,13 @@ pgw_http_server *pgw_http_server_new(const pgw_http_server_options *options, cha
         snprintf(err, err_len, "--http-addr: cannot listen on %s", options->addr);
         goto fail;
     }
+    s->accept_resume = evtimer_new(s->base, on_accept_resume, s);
+    if (!s->accept_resume) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    servers_link(s, 1);
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(s->listener), on_accept_error);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     if (getsockname(evhttp_bound_socket_get_fd(s->listener), (struct sockaddr *)&ss, &sl) == 0)
@@ -738,6 +821,9 @@ void pgw_http_server_free(pgw_http_server *s)
 {
     if (!s)
         return;
+    servers_link(s, 0);
+    if (s->accept_resume)
+        event_free(s->accept_resume);
     /* evhttp_free closes every connection; a call still waiting is dropped by its close
      * callback (on_connection_close), before its request is freed. */
     if (s->http)

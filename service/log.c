@@ -2,11 +2,15 @@
 
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "service/metrics.h"
+
 static atomic_int min_level = PGW_LOG_INFO;
+static atomic_int stdout_broken; /* the last write to stdout failed */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -57,10 +61,33 @@ void pgw_log(pgw_log_level level, const char *msg, json_t *fields)
     json_decref(line);
     if (!text)
         return;
-    flockfile(stdout);
-    fputs(text, stdout);
-    fputc('\n', stdout);
-    fflush(stdout);
-    funlockfile(stdout);
+    if (pgw_log_write_line(stdout, text) != 0)
+        pgw_metrics_log_write_failure("log");
     free(text);
+}
+
+int pgw_log_write_line(FILE *out, const char *text)
+{
+    flockfile(out);
+    int failed = 0;
+    /* After a failed write the file may end in the start of a line: begin on a fresh one, so
+     * that once there is room again every line after it is whole JSON. */
+    if (out == stdout && atomic_load(&stdout_broken))
+        failed = fputc('\n', out) == EOF;
+    if (!failed)
+        failed = fputs(text, out) == EOF || fputc('\n', out) == EOF || fflush(out) == EOF;
+    if (failed) {
+        /* Drop what stdio still holds (the start of this line, perhaps of an earlier one):
+         * retried later it would glue half a line to the next. */
+        __fpurge(out);
+        clearerr(out);
+    }
+    int was_broken = out == stdout ? atomic_exchange(&stdout_broken, failed) : 0;
+    funlockfile(out);
+    /* Once per episode, where an operator may still see it: stdout itself is what fails. */
+    if (out == stdout && failed && !was_broken)
+        fprintf(stderr,
+                "{\"level\":\"error\",\"msg\":\"cannot write to stdout: log and audit "
+                "lines are dropped until it works again (pgw_log_write_failures_total)\"}\n");
+    return failed ? -1 : 0;
 }

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdio.h>
 
 typedef enum pgw_log_level {
     PGW_LOG_DEBUG = 0,
@@ -28,5 +29,10 @@ void pgw_log_time_now(char *buf, size_t len);
 /* Writes one line. `fields` is an object or NULL; the function takes ownership of it (so
  * callers may pass json_pack(...) directly). */
 void pgw_log(pgw_log_level level, const char *msg, json_t *fields);
+
+/* Writes text and a newline to out as one locked, flushed line (log and audit lines share
+ * stdout through it). Returns 0, or -1 when the line could not be written (disk full, closed
+ * pipe): the line is dropped, nothing half-written is retried, the caller counts it. */
+int pgw_log_write_line(FILE *out, const char *text);
 
 #endif

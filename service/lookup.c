@@ -50,6 +50,7 @@ struct pgw_lookup {
     pgw_policy *policy;
     pgw_rate_limit *rate_limit;
     pgw_audit *audit;
+    uint64_t redis_get_timeouts_seen; /* the tier's count when its last GET error came */
     /* L1 is read by the gRPC threads too (pgw_lookup_answer_cached): every pgw_l1_* call
      * holds this. */
     pthread_mutex_t l1_mu;
@@ -75,9 +76,11 @@ struct pgw_lookup_req {
     int internal;              /* a watch poll: no audit line (the watch was audited) */
     int waiting_redis;         /* a Redis GET is out: its callback still comes */
     pgw_flight_waiter *waiter; /* while joined to a fetch */
-    /* Set once armed; lives in the same allocation as the request (see req_new). */
+    /* Set once armed: first at stale_at_ms, then at deadline_ms; lives in the same allocation
+     * as the request (see req_new). */
     struct event *deadline_timer;
-    uint8_t *stale; /* an encoded entry past its freshness, for stale-on-error */
+    int64_t stale_at_ms; /* when a stale copy answers a caller still waiting */
+    uint8_t *stale;      /* an encoded entry past its freshness, for stale-on-error */
     size_t stale_len;
     /* for the audit line */
     char identity[PGW_IDENTITY_MAX_LEN + 1]; /* "" = anonymous */
@@ -85,6 +88,11 @@ struct pgw_lookup_req {
     int64_t started_us;
     pgw_audit_decision decision;
 };
+
+/* How long before a caller's deadline a stale copy answers, if the fetch has not: a tenth of
+ * the time the call had, within these bounds. */
+#define STALE_MARGIN_MIN_MS 5
+#define STALE_MARGIN_MAX_MS 50
 
 /* One upstream call shared by every request for the same ARN. */
 typedef struct fetch {
@@ -280,8 +288,14 @@ static void result_from_entry(const pgw_cache_entry *e, pgw_cache_source source,
         r->job_pb_len = e->job_pb_len;
     } else {
         r->code = PGW_NOT_FOUND;
-        snprintf(message, ENTRY_MESSAGE_LEN, "AWS Personalize: %s: %s (request id %s, cached)",
-                 e->error_code, e->message, e->request_id[0] ? e->request_id : "none");
+        /* The stored message is the one the fetching caller got, which already names the AWS
+         * code and request id: wrapping it again doubled both. */
+        if (e->message[0])
+            snprintf(message, ENTRY_MESSAGE_LEN, "%s (cached)", e->message);
+        else
+            snprintf(message, ENTRY_MESSAGE_LEN, "AWS Personalize: %s (request id %s, cached)",
+                     e->error_code[0] ? e->error_code : "ResourceNotFoundException",
+                     e->request_id[0] ? e->request_id : "none");
         r->message = message;
         r->aws_error_code = e->error_code;
         r->aws_request_id = e->request_id[0] ? e->request_id : NULL;
@@ -358,8 +372,20 @@ static void keep_stale(pgw_lookup_req *req, const uint8_t *bytes, size_t len)
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     pgw_lookup_req *req = arg;
-    if (answer_stale(req))
-        return;
+    if (req->stale_at_ms) {
+        /* Shortly before the deadline: a stale copy answers now, while the caller is still
+         * there to get it (at the deadline itself the caller's own timer wins the race and
+         * the copy is wasted). Without one, wait for the deadline itself. */
+        req->stale_at_ms = 0;
+        if (answer_stale(req))
+            return;
+        int64_t left = req->deadline_ms - pgw_now_mono_ms();
+        if (left > 0) {
+            struct timeval tv = {left / 1000, (left % 1000) * 1000};
+            evtimer_add(req->deadline_timer, &tv);
+            return;
+        }
+    }
     finish_error(req, PGW_DEADLINE_EXCEEDED, "deadline exceeded before AWS Personalize answered");
 }
 
@@ -796,7 +822,13 @@ static void on_redis(pgw_redis_result result, const uint8_t *value, size_t len, 
     pgw_redis_tier_stats rs;
     pgw_redis_tier_stats_get(lk->redis, &rs);
     if (result == PGW_REDIS_ERROR) {
-        pgw_metrics_redis_error(rs.breaker == PGW_REDIS_BREAKER_CLOSED ? "error" : "breaker_open");
+        /* A GET answered at its timeout is counted by the tier just before this callback:
+         * that is the kind, whatever the breaker did since (the timeout may have tripped it). */
+        int timed_out = rs.get_timeouts != lk->redis_get_timeouts_seen;
+        lk->redis_get_timeouts_seen = rs.get_timeouts;
+        pgw_metrics_redis_error(timed_out                                ? "timeout"
+                                : rs.breaker == PGW_REDIS_BREAKER_CLOSED ? "error"
+                                                                         : "breaker_open");
     }
     pgw_metrics_set_redis_breaker_state(rs.breaker == PGW_REDIS_BREAKER_CLOSED ? 0
                                         : rs.breaker == PGW_REDIS_BREAKER_OPEN ? 1
@@ -1062,7 +1094,13 @@ static void start_tiers(pgw_lookup_req *req)
             return;
         }
         struct event *timer = (struct event *)((char *)req + REQ_EVENT_OFFSET);
-        struct timeval tv = {left / 1000, (left % 1000) * 1000};
+        /* A tenth of the time left, 5 to 50 ms: room for the answer to reach the caller. */
+        int64_t margin = left / 10 < STALE_MARGIN_MIN_MS   ? STALE_MARGIN_MIN_MS
+                         : left / 10 > STALE_MARGIN_MAX_MS ? STALE_MARGIN_MAX_MS
+                                                           : left / 10;
+        int64_t first = left > margin ? left - margin : left;
+        req->stale_at_ms = left > margin ? req->deadline_ms - margin : 0;
+        struct timeval tv = {first / 1000, (first % 1000) * 1000};
         if (evtimer_assign(timer, lk->base, on_deadline, req) == 0) {
             req->deadline_timer = timer;
             evtimer_add(timer, &tv);

@@ -23,7 +23,7 @@ typedef struct pgw_lookup_options {
     struct pgw_personalize *personalize; /* borrowed */
     struct pgw_l1 *l1;                   /* borrowed; NULL = no in-process tier */
     struct pgw_redis_tier *redis;        /* borrowed; NULL = no Redis tier */
-    struct pgw_fleet *fleet; /* borrowed; NULL = coalesce within this process only */
+    struct pgw_fleet *fleet;             /* borrowed; NULL = coalesce within this process only */
     pgw_ttl_config ttl;
     struct pgw_policy *policy;         /* borrowed; NULL = no policy (every caller allowed) */
     struct pgw_rate_limit *rate_limit; /* borrowed; NULL = no rate limits */

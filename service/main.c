@@ -22,6 +22,7 @@
 #include "service/call_limit.h"
 #include "service/clock.h"
 #include "service/config.h"
+#include "service/grpc_log.h"
 #include "service/grpc_server.h"
 #include "service/health.h"
 #include "service/http_server.h"
@@ -31,6 +32,7 @@
 #include "service/loop.h"
 #include "service/policy.h"
 #include "service/rate_limit.h"
+#include "service/tls_reload.h"
 #include "service/watch.h"
 
 #define EXIT_CONFIG 2
@@ -53,6 +55,7 @@ typedef struct gateway {
     pgw_audit *audit;             /* NULL: audit log off */
     pgw_admission *admission;     /* --upstream-max-in-flight / --upstream-max-queued */
     pgw_call_limit *call_limit;   /* --max-concurrent-calls, shared by both frontends */
+    pgw_tls_reload *tls;          /* NULL: plain-text gRPC port; outlives the gRPC server */
 } gateway;
 
 static void on_policy_reload(int rc, const char *err, void *arg)
@@ -67,17 +70,63 @@ static void on_policy_reload(int rc, const char *err, void *arg)
                 json_pack("{s:s}", "error", err ? err : "unknown"));
 }
 
-/* SIGHUP: re-read the policy now, changed or not. Runs on the loop thread, the policy's. */
+static void on_tls_reload(int rc, const char *err, void *arg)
+{
+    gateway *g = arg;
+    pgw_metrics_tls_reload(rc > 0);
+    if (rc > 0) {
+        char fingerprint[65];
+        pgw_tls_reload_fingerprint(g->tls, fingerprint);
+        int64_t not_after = pgw_tls_reload_not_after(g->tls);
+        pgw_metrics_set_tls_certificate_expiry((double)not_after);
+        pgw_log(PGW_LOG_INFO, "TLS certificate reloaded: new handshakes use it",
+                json_pack("{s:s, s:s, s:I}", "file", g->cfg.tls_cert, "sha256", fingerprint,
+                          "not_after", (json_int_t)not_after));
+    } else {
+        pgw_log(PGW_LOG_ERROR, "TLS files not reloaded: the previous certificate stays in force",
+                json_pack("{s:s}", "error", err ? err : "unknown"));
+    }
+}
+
+/* SIGHUP: re-read the policy and the TLS files now, changed or not. Runs on the loop thread,
+ * theirs. */
 static void loop_reload_policy(void *arg)
 {
     gateway *g = arg;
+    char err[512];
+    if (g->tls) {
+        int rc = pgw_tls_reload_check(g->tls, 0, err, sizeof(err));
+        if (rc != 0)
+            on_tls_reload(rc, rc < 0 ? err : NULL, g);
+    }
     if (!g->policy) {
-        pgw_log(PGW_LOG_INFO, "SIGHUP: no --policy-file to reload", NULL);
+        if (!g->tls)
+            pgw_log(PGW_LOG_INFO, "SIGHUP: no --policy-file or TLS files to reload", NULL);
         return;
     }
-    char err[400];
     int rc = pgw_policy_reload(g->policy, 0, err, sizeof(err));
     on_policy_reload(rc, rc < 0 ? err : NULL, g);
+}
+
+/* The gRPC port's TLS material, watched for rotation (service/tls_reload.h). */
+static int build_tls(gateway *g, struct event_base *base, char *err, size_t err_len)
+{
+    if (!g->cfg.tls_cert)
+        return 0;
+    pgw_tls_reload_options topts = {
+        .cert_file = g->cfg.tls_cert,
+        .key_file = g->cfg.tls_key,
+        .client_ca_file = g->cfg.tls_client_ca,
+    };
+    g->tls = pgw_tls_reload_new(&topts, err, err_len);
+    if (!g->tls)
+        return -1;
+    if (pgw_tls_reload_watch(g->tls, base, g->cfg.tls_poll_ms, on_tls_reload, g) != 0) {
+        snprintf(err, err_len, "--tls-cert: cannot watch the files");
+        return -1;
+    }
+    pgw_metrics_set_tls_certificate_expiry((double)pgw_tls_reload_not_after(g->tls));
+    return 0;
 }
 
 /* Who may call: the policy (a bad file stops the start), the rate limiter and the audit log. */
@@ -316,6 +365,8 @@ static int build(gateway *g, char *err, size_t err_len)
         if (!g->http_server)
             return -1;
     }
+    if (build_tls(g, base, err, err_len) != 0)
+        return -1;
     pgw_grpc_server_options gopts = {
         .addr = g->cfg.grpc_addr,
         .threads = g->cfg.grpc_threads,
@@ -325,6 +376,7 @@ static int build(gateway *g, char *err, size_t err_len)
         .tls_cert_file = g->cfg.tls_cert,
         .tls_key_file = g->cfg.tls_key,
         .tls_client_ca_file = g->cfg.tls_client_ca,
+        .tls = g->tls,
         .identity_header = g->cfg.identity_header,
         .require_identity = g->cfg.require_identity,
         .audit = g->audit,
@@ -370,6 +422,7 @@ static void release_loop_parts(void *arg)
     pgw_personalize_free(g->personalize);
     pgw_credentials_provider_free(g->credentials);
     pgw_http_client_free(g->http);
+    pgw_tls_reload_unwatch(g->tls); /* its timer is on the loop; the reloader lives on */
     g->lookup = NULL;
     g->redis = NULL;
     g->l1 = NULL;
@@ -395,10 +448,31 @@ static void teardown(gateway *g)
     g->call_limit = NULL;
 }
 
+/* Raises the soft limit on open files to the hard one (as Go's runtime does): every
+ * connection is a file descriptor, and gRPC core 1.51 stops listening for good when accept()
+ * runs out of them (service/grpc_log.h), so the soft default of 1024 would cap the callers at
+ * about a thousand and then take the port down. Returns the limit now in force. */
+static long raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -1;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = rl;
+        want.rlim_cur = rl.rlim_max;
+        /* An "unlimited" hard limit is still capped by the kernel (fs.nr_open). */
+        if (want.rlim_cur == RLIM_INFINITY || want.rlim_cur > (rlim_t)1 << 20)
+            want.rlim_cur = (rlim_t)1 << 20;
+        if (want.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl = want;
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? -1 : (long)rl.rlim_cur;
+}
+
 int main(int argc, char **argv)
 {
-    /* Block the shutdown signals (and SIGHUP, "reload the policy") before any thread exists
-     * (gRPC's included), so they are taken only by sigwait below and never interrupt a
+    /* Block the shutdown signals (and SIGHUP, "reload the policy and TLS files") before any thread
+     * exists (gRPC's included), so they are taken only by sigwait below and never interrupt a
      * library. */
     sigset_t signals;
     sigemptyset(&signals);
@@ -426,7 +500,9 @@ int main(int argc, char **argv)
         struct rlimit no_core = {0, 0};
         setrlimit(RLIMIT_CORE, &no_core);
     }
+    long max_files = raise_fd_limit();
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    pgw_grpc_log_install();
     grpc_init();
 
     int rc = 0;
@@ -450,11 +526,12 @@ int main(int argc, char **argv)
                  (int)(strrchr(g.cfg.http_addr, ':') - g.cfg.http_addr), g.cfg.http_addr,
                  pgw_http_server_port(g.http_server));
     pgw_log(PGW_LOG_INFO, "personalize-gateway started",
-            json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:s}", "version", PGW_VERSION,
+            json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:s, s:I}", "version", PGW_VERSION,
                       "grpc_addr", grpc_listen, "http_addr", g.http_server ? http_listen : NULL,
                       "region", getenv("AWS_REGION"), "endpoint_override",
                       g.cfg.personalize_endpoint, "redis", g.cfg.redis_url ? "configured" : NULL,
-                      "cache", g.cfg.redis_url ? "l1+redis" : "l1"));
+                      "cache", g.cfg.redis_url ? "l1+redis" : "l1", "max_open_files",
+                      (json_int_t)max_files));
 
     pgw_health_set(PGW_HEALTH_LISTENING, 1);
 
@@ -486,6 +563,7 @@ int main(int argc, char **argv)
 out:
     teardown(&g);
     grpc_shutdown();
+    pgw_tls_reload_free(g.tls); /* after gRPC let go of the credentials that call it */
     curl_global_cleanup();
     pgw_config_cleanup(&g.cfg);
     return rc;

@@ -1,10 +1,12 @@
 #include "service/metrics.h"
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #ifndef PGW_VERSION
 #define PGW_VERSION "unknown"
@@ -46,6 +48,11 @@ static const char *const POLL_MODES[] = {"fetch", "peek", "other"};
 #define N_POLL_MODES 3
 static const char *const WATCH_FRONTENDS[] = {"grpc", "http_sse", "other"};
 #define N_WATCH_FRONTENDS 3
+
+static const char *const RESULTS[] = {"ok", "error", "other"};
+#define N_RESULTS 3
+static const char *const LOGS[] = {"log", "audit", "other"};
+#define N_LOGS 3
 
 /* Code values are the canonical RPC codes, 0..16. */
 #define N_CODES 17
@@ -97,6 +104,7 @@ static struct registry {
     atomic_uint_fast64_t upstream[N_OUTCOMES];
     histogram upstream_duration;
     atomic_uint_fast64_t upstream_retries;
+    atomic_int retry_quota; /* -1: no upstream client yet */
     atomic_uint_fast64_t redis_errors[N_REDIS_KINDS];
     atomic_uint_fast64_t redis_conn[N_REDIS_CONN_KINDS];
     atomic_int breaker_state;
@@ -116,7 +124,11 @@ static struct registry {
     atomic_uint_fast64_t watch_poller_changes;
     atomic_uint_fast64_t watch_messages[N_WATCH_FRONTENDS];
     atomic_uint_fast64_t watch_ended[N_WATCH_FRONTENDS][N_CODES];
-} reg = {.cred_source = -1};
+    /* operations: TLS reloads, log writes */
+    atomic_uint_fast64_t tls_reloads[N_RESULTS];
+    atomic_uint_fast64_t tls_not_after_ms;
+    atomic_uint_fast64_t log_write_failures[N_LOGS];
+} reg = {.cred_source = -1, .retry_quota = -1};
 
 void pgw_metrics_request(const char *frontend, pgw_code code, double seconds)
 {
@@ -158,6 +170,11 @@ void pgw_metrics_upstream(const char *outcome, double seconds)
 void pgw_metrics_upstream_retry(void)
 {
     atomic_fetch_add_explicit(&reg.upstream_retries, 1, memory_order_relaxed);
+}
+
+void pgw_metrics_set_upstream_retry_quota(int tokens)
+{
+    atomic_store_explicit(&reg.retry_quota, tokens, memory_order_relaxed);
 }
 
 void pgw_metrics_redis_error(const char *kind)
@@ -256,11 +273,29 @@ void pgw_metrics_watch_ended(const char *frontend, pgw_code code)
     atomic_fetch_add_explicit(&reg.watch_ended[f][c], 1, memory_order_relaxed);
 }
 
+void pgw_metrics_tls_reload(int ok)
+{
+    atomic_fetch_add_explicit(&reg.tls_reloads[ok ? 0 : 1], 1, memory_order_relaxed);
+}
+
+void pgw_metrics_set_tls_certificate_expiry(double not_after_unix_seconds)
+{
+    double ms = not_after_unix_seconds * 1000.0;
+    atomic_store(&reg.tls_not_after_ms, ms > 0 && ms < 1.8e19 ? (uint_fast64_t)ms : 0);
+}
+
+void pgw_metrics_log_write_failure(const char *log)
+{
+    int l = label_index(LOGS, N_LOGS, log);
+    atomic_fetch_add_explicit(&reg.log_write_failures[l], 1, memory_order_relaxed);
+}
+
 void pgw_metrics_reset(void)
 {
     /* Every field is an atomic integer whose zero is all-bits-zero; the rest restarts here. */
     memset(&reg, 0, sizeof(reg));
     atomic_store(&reg.cred_source, -1);
+    atomic_store(&reg.retry_quota, -1);
 }
 
 /* --- rendering --- */
@@ -325,6 +360,22 @@ static const pgw_code ALL_CODES[] = {
     PGW_UNAVAILABLE,
     PGW_UNAUTHENTICATED,
 };
+
+/* Entries of /proc/self/fd (the directory's own descriptor not counted), or -1 when it
+ * cannot be read (not Linux, or no descriptor left to open it with). */
+static long count_open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n > 0 ? n - 1 : 0;
+}
 
 char *pgw_metrics_render(void)
 {
@@ -391,6 +442,14 @@ char *pgw_metrics_render(void)
     header(out, "pgw_upstream_retries_total", "counter", "Upstream attempts that were retried.");
     fprintf(out, "pgw_upstream_retries_total %llu\n",
             (unsigned long long)load(&reg.upstream_retries));
+
+    int quota = atomic_load_explicit(&reg.retry_quota, memory_order_relaxed);
+    if (quota >= 0) {
+        header(out, "pgw_upstream_retry_quota", "gauge",
+               "Retry tokens left in the shared quota (AWS standard mode: 500, a retry costs 5, "
+               "a timeout retry 10, a success refunds); at 0 failures are not retried.");
+        fprintf(out, "pgw_upstream_retry_quota %d\n", quota);
+    }
 
     header(out, "pgw_redis_errors_total", "counter", "Redis commands failed or skipped, by kind.");
     render_labelled(out, "pgw_redis_errors_total", "kind", REDIS_KINDS, N_REDIS_KINDS,
@@ -488,6 +547,34 @@ char *pgw_metrics_render(void)
             fprintf(out, "pgw_watch_streams_ended_total{frontend=\"%s\",code=\"%s\"} %llu\n",
                     WATCH_FRONTENDS[f], pgw_code_name(c), (unsigned long long)v);
         }
+    }
+    header(out, "pgw_tls_reloads_total", "counter",
+           "Reloads of the gRPC port's TLS certificate, key and client CA from changed files, by "
+           "result (error: the previous material stays in force).");
+    render_labelled(out, "pgw_tls_reloads_total", "result", RESULTS, N_RESULTS - 1,
+                    reg.tls_reloads);
+    header(out, "pgw_tls_certificate_expiry_timestamp_seconds", "gauge",
+           "notAfter of the gRPC port's TLS certificate in force, in Unix seconds.");
+    uint64_t not_after_ms = load(&reg.tls_not_after_ms);
+    if (not_after_ms)
+        fprintf(out, "pgw_tls_certificate_expiry_timestamp_seconds %.3f\n",
+                (double)not_after_ms / 1000.0);
+    header(out, "pgw_log_write_failures_total", "counter",
+           "Log and audit lines that could not be written to stdout (full, closed or failing).");
+    render_labelled(out, "pgw_log_write_failures_total", "log", LOGS, N_LOGS - 1,
+                    reg.log_write_failures);
+
+    /* The Prometheus client libraries' standard names, so the usual alert on
+     * process_open_fds / process_max_fds applies. */
+    long open_fds = count_open_fds();
+    struct rlimit rl;
+    if (open_fds >= 0) {
+        header(out, "process_open_fds", "gauge", "Number of open file descriptors.");
+        fprintf(out, "process_open_fds %ld\n", open_fds);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        header(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+        fprintf(out, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
     }
 
     if (fclose(out) != 0) {

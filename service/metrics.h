@@ -43,6 +43,11 @@ void pgw_metrics_upstream(const char *outcome, double seconds);
 /* An upstream attempt is being retried: pgw_upstream_retries_total. */
 void pgw_metrics_upstream_retry(void);
 
+/* The shared retry quota left (AWS standard retry mode: capacity 500, a retry costs 5, a
+ * timeout retry 10, a success refunds): the pgw_upstream_retry_quota gauge. At 0 no failed
+ * attempt is retried until successes refill it. */
+void pgw_metrics_set_upstream_retry_quota(int tokens);
+
 /* A Redis command failed or was skipped: pgw_redis_errors_total{kind}. kind: "timeout",
  * "error" or "breaker_open". */
 void pgw_metrics_redis_error(const char *kind);
@@ -110,6 +115,18 @@ void pgw_metrics_watch_message(const char *frontend);
 
 /* A watch stream ended: pgw_watch_streams_ended_total{frontend,code}. */
 void pgw_metrics_watch_ended(const char *frontend, pgw_code code);
+
+/* One attempt to reload the gRPC port's TLS material from changed files:
+ * pgw_tls_reloads_total{result="ok"|"error"} (error: the old material stays in force). */
+void pgw_metrics_tls_reload(int ok);
+
+/* The notAfter of the gRPC port's certificate in force, in Unix seconds:
+ * pgw_tls_certificate_expiry_timestamp_seconds (absent while 0: no TLS). */
+void pgw_metrics_set_tls_certificate_expiry(double not_after_unix_seconds);
+
+/* A log or audit line that could not be written (stdout full, closed or failing):
+ * pgw_log_write_failures_total{log="log"|"audit"}. */
+void pgw_metrics_log_write_failure(const char *log);
 
 /* Renders every metric, with HELP and TYPE lines, in the Prometheus text exposition format
  * (PGW_METRICS_CONTENT_TYPE). Returns a malloc'd NUL-terminated string the caller frees with

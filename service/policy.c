@@ -309,14 +309,16 @@ int pgw_policy_reload(pgw_policy *p, int only_if_changed, char *err, size_t err_
         snprintf(err, err_len, "the policy was not loaded from a file");
         return -1;
     }
+    struct stat st;
+    int have_st = 0;
     if (only_if_changed) {
-        struct stat st;
         if (stat(p->path, &st) != 0) {
             if (p->missing)
                 return 0;
             p->missing = 1;
         } else {
             p->missing = 0;
+            have_st = 1;
             if (same_stamp(&p->stamp, &st))
                 return 0;
         }
@@ -325,6 +327,14 @@ int pgw_policy_reload(pgw_policy *p, int only_if_changed, char *err, size_t err_
     file_stamp stamp;
     char *text = read_file(p->path, &len, &stamp, err, err_len);
     if (!text) {
+        /* A version that cannot be read (too large, not a regular file, unreadable) is
+         * remembered too, so it is reported once rather than at every poll. */
+        if (have_st) {
+            p->stamp.dev = st.st_dev;
+            p->stamp.ino = st.st_ino;
+            p->stamp.size = st.st_size;
+            p->stamp.mtime = st.st_mtim;
+        }
         return -1;
     }
     char why[200];

@@ -97,6 +97,7 @@ pgw_personalize *pgw_personalize_new(struct event_base *base, pgw_http_client *h
     c->attempt_timeout_ms = options->attempt_timeout_ms > 0 ? options->attempt_timeout_ms : 10000;
     c->max_attempts = options->max_attempts > 0 ? options->max_attempts : 3;
     c->retry_quota = RETRY_QUOTA_CAPACITY;
+    pgw_metrics_set_upstream_retry_quota(c->retry_quota);
     if (getrandom(&c->rng, sizeof(c->rng), 0) != sizeof(c->rng) || c->rng == 0)
         c->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)pgw_now_wall_ms();
     if (!c->signer || (options->endpoint_override && !c->endpoint_override)) {
@@ -211,6 +212,7 @@ static int schedule_retry(pgw_personalize_call *call, int timeout)
     c->retry_quota -= cost;
     call->quota_spent += cost;
     pgw_metrics_upstream_retry();
+    pgw_metrics_set_upstream_retry_quota(c->retry_quota);
     call->state = CALL_BACKING_OFF;
     struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
     evtimer_add(call->timer, &tv);
@@ -251,6 +253,7 @@ static void handle_success(pgw_personalize_call *call, const pgw_http_response *
     c->retry_quota += call->quota_spent ? call->quota_spent : 1;
     if (c->retry_quota > RETRY_QUOTA_CAPACITY)
         c->retry_quota = RETRY_QUOTA_CAPACITY;
+    pgw_metrics_set_upstream_retry_quota(c->retry_quota);
     pgw_personalize_result r = {
         .code = PGW_OK,
         .message = "OK",
@@ -280,6 +283,7 @@ static void count_silent_resends(pgw_personalize_call *call, const pgw_http_resp
         call->quota_spent += cost;
         pgw_metrics_upstream("transport_error", 0);
         pgw_metrics_upstream_retry();
+        pgw_metrics_set_upstream_retry_quota(c->retry_quota);
     }
 }
 

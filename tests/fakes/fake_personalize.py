@@ -172,6 +172,7 @@ class State:
             "allow_v1": False,
         }
         self.imds_tokens = {}
+        self.close_connections = False  # answer "Connection: close": no keep-alive reuse
         self.issued = []
         if not hasattr(self, "in_flight"):
             self.in_flight = 0  # live requests survive a reset; keep their count right
@@ -567,6 +568,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _trickle(self, spec):
+        """A well-formed 200 answer (the ARN's job, else an empty job) sent one byte every
+        trickle_ms: a peer that keeps the connection alive yet never finishes in time. Stops
+        when the client hangs up."""
+        body = json.dumps(spec.get("body") or {"batchInferenceJob": {}}).encode()
+        head = ("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+                "x-amzn-RequestId: %s\r\n\r\n" % (JSON_11, len(body), uuid.uuid4())).encode()
+        pause = float(spec.get("trickle_ms", 200)) / 1000.0
+        self.close_connection = True
+        try:
+            for i in range(len(head) + len(body)):
+                b = (head + body)[i:i + 1]
+                self.wfile.write(b)
+                self.wfile.flush()
+                time.sleep(pause)
+        except OSError:
+            pass
+
     def _apply_injected(self, spec, kind):
         """Answers a request with an injected failure spec; `kind` picks the error body shape."""
         if spec.get("delay_ms"):
@@ -574,6 +593,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         action = spec.get("action")
         if action in ("close", "reset"):
             self._drop_connection(action == "reset")
+            return
+        if action == "trickle":
+            self._trickle(spec)
             return
         extra = spec.get("headers") or {}
         if "raw" in spec:
@@ -721,7 +743,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise AwsError(400, "com.amazonaws.personalize#ResourceNotFoundException",
                                "Could not find batch inference job arn = %s" % arn)
             status = 200
-            self._send(200, json.dumps(job), JSON_11)
+            with st.lock:
+                close = st.close_connections
+            self._send(200, json.dumps(job), JSON_11,
+                       {"Connection": "close"} if close else None)
             with st.lock:
                 # The status each ARN was last answered with, and when it was first answered
                 # so: the moment a poll saw a change (bench/watch_bench.py measures from it).
@@ -1064,6 +1089,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if route == "fail/clear":
             with st.lock:
                 st.rules = []
+            return None
+        if route == "connections":
+            with st.lock:
+                st.close_connections = bool(p.get("close", False))
             return None
         if route == "clock":
             with st.lock:

@@ -3,7 +3,8 @@
 fake_aws        a running AWS fake (Personalize + STS + container credentials + IMDS)
 redis_server    a running redis-server on a free loopback port (stop/start/restart keep it)
 redis_factory   make_redis(password=None) for more (or password-protected) servers
-gateway         start_gateway(extra_args=[], env={}, wait=True, fake=<fake_aws>) -> Gateway
+gateway         start_gateway(extra_args=[], env={}, wait=True, fake=<fake_aws>,
+                preexec_fn=None, stdout_path=None) -> Gateway
 """
 
 import os
@@ -53,13 +54,16 @@ def gateway_binary():
 
 @pytest.fixture
 def gateway(request, tmp_path, fake_aws, gateway_binary):
-    """Factory: start_gateway(extra_args=(), env=None, wait=True, fake=fake_aws, timeout=30).
+    """Factory: start_gateway(extra_args=(), env=None, wait=True, fake=fake_aws, timeout=30,
+    **popen) where popen is passed to h.Gateway (preexec_fn, stdout_path, stdout_append).
 
     Every gateway started is stopped at teardown (SIGTERM, then SIGKILL); with
-    PGW_SANITIZE=ON a sanitizer report in its stderr fails the test."""
+    PGW_SANITIZE=ON a sanitizer report in its stderr fails the test, and under $PGW_WRAPPER
+    (valgrind) an exit with h.WRAPPER_ERROR_EXIT does, showing the wrapper's report."""
     started = []
 
-    def start_gateway(extra_args=(), env=None, wait=True, fake=fake_aws, timeout=30.0):
+    def start_gateway(extra_args=(), env=None, wait=True, fake=fake_aws, timeout=30.0,
+                      **popen):
         # The ports are picked free before the gateway binds them; another socket may take one
         # in between. The gateway then exits with status 2 at once: start it again on new ports.
         for attempt in range(3):
@@ -67,7 +71,7 @@ def gateway(request, tmp_path, fake_aws, gateway_binary):
             home.mkdir(exist_ok=True)
             gw_env = h.gateway_env(fake, str(home), env)
             gw = h.Gateway(gateway_binary, str(tmp_path / "gateway"), list(extra_args), gw_env,
-                           wait=False)
+                           wait=False, **popen)
             started.append(gw)
             if not wait:
                 return gw
@@ -82,10 +86,14 @@ def gateway(request, tmp_path, fake_aws, gateway_binary):
 
     findings = []
     for gw in started:
-        gw.stop()
+        code = gw.stop()
+        if gw.wrapped and code == h.WRAPPER_ERROR_EXIT:
+            findings.append("gateway pid %d: the wrapper (%s) reported errors:\n%s" % (
+                gw.pid, os.environ.get("PGW_WRAPPER", "").split()[0],
+                "\n".join(gw.wrapper_log()[-150:])))
         if os.environ.get("PGW_SANITIZE", "").upper() in ("ON", "1", "TRUE", "YES"):
             found = gw.sanitizer_findings()
             if found:
                 findings.append("gateway pid %d:\n%s" % (gw.pid, "\n".join(gw.stderr_lines()[-80:])))
     if findings:
-        pytest.fail("sanitizer reports in gateway stderr:\n" + "\n\n".join(findings))
+        pytest.fail("sanitizer or valgrind reports from the gateway:\n" + "\n\n".join(findings))

@@ -11,11 +11,13 @@ import importlib.util
 import json
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -269,8 +271,9 @@ class FakeAws:
         """Injects failures. Matches the next `count` requests (default 1), or with `arn`
         every request for that ARN (or `count` of them). spec keys: status, type, message
         (an AWS-shaped error), raw + content_type (a literal body), body (a JSON body,
-        status 200 unless given), action="close"/"reset" (drop the connection),
-        delay_ms, headers (extra response headers), omit_request_id."""
+        status 200 unless given), action="close"/"reset" (drop the connection) or
+        "trickle" (a 200 answer sent one byte every trickle_ms, default 200), delay_ms,
+        headers (extra response headers), omit_request_id."""
         p = dict(spec)
         p["service"] = service
         if count is not None:
@@ -282,6 +285,11 @@ class FakeAws:
     def fail_next(self, n=1, status=500, type="InternalFailure", message="Injected failure", **spec):
         """The next n Personalize requests answer with an AWS error (default 500 InternalFailure)."""
         return self.fail(count=n, status=status, type=type, message=message, **spec)
+
+    def close_connections(self, close=True):
+        """With close, every Personalize answer says "Connection: close" (each request then
+        needs a new connection)."""
+        return self.control("POST", "connections", {"close": close})
 
     def clear_failures(self):
         return self.control("POST", "fail/clear")
@@ -419,6 +427,7 @@ class RedisServer:
 # --- generated protobuf messages ----------------------------------------------------------------
 
 _PROTOS = {}
+_PROTOS_LOCK = threading.Lock()
 
 
 def _gen_dir():
@@ -452,7 +461,13 @@ def _load_module(name, path):
 
 
 def protos():
-    """Returns (personalize_gateway_pb2, health_pb2) message modules."""
+    """Returns (personalize_gateway_pb2, health_pb2) message modules. Thread-safe: load
+    threads ask for them at once, and a module half executed must not be handed out."""
+    with _PROTOS_LOCK:
+        return _protos_locked()
+
+
+def _protos_locked():
     if not _PROTOS:
         d = _gen_dir()
         _PROTOS["pgw"] = _load_module(
@@ -594,14 +609,32 @@ class GatewayExited(RuntimeError):
         self.code = code
 
 
-class Gateway:
-    """One running personalize-gateway process with captured output."""
+def wrapper_command():
+    """$PGW_WRAPPER split into words (e.g. "valgrind --error-exitcode=99 ..."), or [].
 
-    def __init__(self, binary, workdir, args, env, wait=True, timeout=30.0):
+    The gateway then runs under it; scripts/test-valgrind sets it for its chosen tests. A
+    "%p" in a word is left to the wrapper (valgrind expands it to the PID)."""
+    return shlex.split(os.environ.get("PGW_WRAPPER", ""))
+
+
+# The exit status scripts/test-valgrind asks valgrind for (--error-exitcode) when it found an
+# error or a leak; the gateway itself never exits with it.
+WRAPPER_ERROR_EXIT = 99
+
+
+class Gateway:
+    """One running personalize-gateway process with captured output.
+
+    preexec_fn runs in the child before exec (e.g. resource.setrlimit for a low fd limit);
+    stdout_path sends the gateway's stdout (its logs and audit lines) to that file instead of
+    a capture file (e.g. "/dev/full"), opened for appending when stdout_append."""
+
+    def __init__(self, binary, workdir, args, env, wait=True, timeout=30.0, preexec_fn=None,
+                 stdout_path=None, stdout_append=False):
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
-        n = len([f for f in os.listdir(workdir) if f.startswith("gateway-") and f.endswith(".stdout")])
-        self.stdout_path = os.path.join(workdir, "gateway-%d.stdout" % n)
+        n = len([f for f in os.listdir(workdir) if f.startswith("gateway-") and f.endswith(".stderr")])
+        self.stdout_path = stdout_path or os.path.join(workdir, "gateway-%d.stdout" % n)
         self.stderr_path = os.path.join(workdir, "gateway-%d.stderr" % n)
         self.grpc_port = free_port()
         self.http_port = free_port()
@@ -612,9 +645,12 @@ class Gateway:
         self.args = ["--grpc-addr", self.grpc_target, "--http-addr", "127.0.0.1:%d" % self.http_port]
         self.args += list(args)
         self.env = env
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([binary] + self.args, stdout=out, stderr=err, env=env,
-                                         stdin=subprocess.DEVNULL, cwd=workdir)
+        self.wrapped = bool(wrapper_command())
+        mode = "ab" if stdout_append or stdout_path == "/dev/full" else "wb"
+        with open(self.stdout_path, mode) as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(wrapper_command() + [binary] + self.args, stdout=out,
+                                         stderr=err, env=env, stdin=subprocess.DEVNULL,
+                                         cwd=workdir, preexec_fn=preexec_fn)
         self.pid = self.proc.pid
         self.exit_code = None
         if wait:
@@ -652,6 +688,8 @@ class Gateway:
 
     def stop(self, sig=signal.SIGTERM, timeout=15.0):
         """Sends sig, waits up to timeout (then SIGKILL); returns the exit code (-N = killed by N)."""
+        if self.wrapped:
+            timeout = max(timeout, 90.0)  # valgrind checks for leaks at exit: slowly
         if self.exit_code is None:
             self.exit_code = _kill_pid(self.proc, timeout=timeout, sig=sig)
         return self.exit_code
@@ -665,7 +703,16 @@ class Gateway:
         return self.proc.poll() is None
 
     def stdout_lines(self):
+        if not os.path.isfile(self.stdout_path):  # e.g. /dev/full: nothing to read back
+            return []
         return _read_lines(self.stdout_path)
+
+    def wrapper_log(self):
+        """The wrapper's own report for this process (valgrind's --log-file=...%p...), or []."""
+        for word in wrapper_command():
+            if word.startswith("--log-file="):
+                return _read_lines(word[len("--log-file="):].replace("%p", str(self.pid)))
+        return []
 
     def stderr_lines(self):
         return _read_lines(self.stderr_path)

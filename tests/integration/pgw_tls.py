@@ -64,6 +64,41 @@ def make_pki(d):
     return d
 
 
+def make_server_cert(d, name, ca="ca"):
+    """Another gateway certificate (name.pem / name.key, DNS localhost, IP 127.0.0.1) signed by
+    ca: a rotation's new certificate, with a new key and serial."""
+    _leaf(d, name, ca, "localhost",
+          ["subjectAltName=DNS:localhost,IP:127.0.0.1", "extendedKeyUsage=serverAuth"])
+
+
+def fingerprint(pem_path):
+    """SHA-256 of a PEM certificate file's (first) certificate, DER-encoded, in hex."""
+    import hashlib
+    import ssl
+
+    with open(pem_path) as f:
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(f.read())).hexdigest()
+
+
+def served_fingerprint(port, d, client="allowed", timeout=5):
+    """Opens one new TLS connection to 127.0.0.1:port (ALPN h2, presenting d/client.pem if
+    given) and returns the SHA-256 of the certificate the server presented, DER, in hex. The
+    server's certificate is only read, not verified: a rotation test asks which one it is."""
+    import hashlib
+    import socket
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    if client:
+        ctx.load_cert_chain(os.path.join(d, client + ".pem"), os.path.join(d, client + ".key"))
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as ts:
+            return hashlib.sha256(ts.getpeercert(binary_form=True)).hexdigest()
+
+
 def read(d, name):
     with open(os.path.join(d, name), "rb") as f:
         return f.read()

@@ -74,11 +74,15 @@ def test_ttl_jitter_spreads_expiry(gateway, fake_aws, redis_server):
 def test_negative_caching(gateway, fake_aws):
     missing = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/missing"
     gw = gateway(extra_args=["--cache-ttl-not-found-s", "1"])
-    for _ in range(5):
+    for i in range(5):
         with pytest.raises(grpc.RpcError) as e:
             h.describe(gw.grpc_target, missing)
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
-        assert "ResourceNotFoundException" in e.value.details()
+        details = e.value.details()
+        # named once, with one request id: a cached answer once wrapped the message again
+        assert details.count("ResourceNotFoundException") == 1, details
+        assert details.count("request id") == 1, details
+        assert details.endswith("(cached)") == (i > 0), details
     assert upstream_calls(fake_aws, missing) == 1
     time.sleep(1.3)
     with pytest.raises(grpc.RpcError):

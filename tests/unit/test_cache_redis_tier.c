@@ -281,11 +281,11 @@ static void test_plain_server(int port, pid_t *pid)
     memset(staggered, 0, sizeof staggered);
     for (int i = 0; i < 3; i++) {
         if (i)
-            run_for(40);
-        sent_at[i] = now_ms();
+            pgw_tr_run_for(base, 40);
+        sent_at[i] = pgw_tr_now_ms();
         pgw_redis_tier_get(tier, "pgw:v1:bij:list", get_cb, &staggered[i]);
     }
-    run_until(&staggered[2].done, 2000);
+    pgw_tr_run_until(base, &staggered[2].done, 2000);
     int each_own_deadline = 1;
     for (int i = 0; i < 3; i++)
         each_own_deadline &= staggered[i].calls == 1 && staggered[i].result == PGW_REDIS_ERROR &&
@@ -293,7 +293,7 @@ static void test_plain_server(int port, pid_t *pid)
                              staggered[i].answered_at - sent_at[i] < cfg.command_timeout_ms + 150;
     CHECK(each_own_deadline);
     pgw_tr_signal(*pid, SIGCONT);
-    run_for(100);
+    pgw_tr_run_for(base, 100);
     g = do_get(tier, key);
     CHECK(g.result == PGW_REDIS_HIT && g.len == 12 && g.calls == 1);
     pgw_redis_tier_stats_get(tier, &st);
@@ -307,8 +307,8 @@ static void test_plain_server(int port, pid_t *pid)
     memset(burst, 0, sizeof burst);
     for (int i = 0; i < 7; i++)
         pgw_redis_tier_get(tier, key, get_cb, &burst[i]);
-    run_until(&burst[6].done, 2000);
-    run_for(20);
+    pgw_tr_run_until(base, &burst[6].done, 2000);
+    pgw_tr_run_for(base, 20);
     int all_once = 1;
     for (int i = 0; i < 7; i++)
         all_once &= burst[i].calls == 1 && burst[i].result == PGW_REDIS_ERROR;
@@ -318,12 +318,12 @@ static void test_plain_server(int port, pid_t *pid)
     pgw_tr_signal(*pid, SIGCONT);
     /* After the cool-down the breaker lets a probe through and closes on its HIT. */
     int recovered = 0;
-    int64_t until = now_ms() + 5000;
-    while (!recovered && now_ms() < until) {
+    int64_t until = pgw_tr_now_ms() + 5000;
+    while (!recovered && pgw_tr_now_ms() < until) {
         g = do_get(tier, key);
         recovered = g.result == PGW_REDIS_HIT;
         if (!recovered)
-            run_for(50);
+            pgw_tr_run_for(base, 50);
     }
     CHECK(recovered);
 
