@@ -1,6 +1,7 @@
 /* Cache value codec; see entry.h for the byte layout. */
 #include "cache/entry.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +54,15 @@ static long bounded_strlen(const char *s, size_t cap)
     return nul ? (long)(nul - s) : -1;
 }
 
+/* Nonzero when the n bytes at s are valid UTF-8 (jansson's check, the one every JSON answer
+ * and log line that quotes the string will apply). */
+static int utf8_valid(const char *s, size_t n)
+{
+    json_t *j = json_stringn(s, n);
+    json_decref(j);
+    return j != NULL;
+}
+
 static int times_ordered(int64_t fetched, int64_t fresh, int64_t stale)
 {
     return fetched <= fresh && fresh <= stale;
@@ -81,7 +91,7 @@ uint8_t *pgw_cache_entry_encode(const pgw_cache_entry *entry, size_t *out_len)
         strs[2] = entry->request_id;
         lens[2] = bounded_strlen(entry->request_id, sizeof entry->request_id);
         for (int i = 0; i < 3; i++) {
-            if (lens[i] < 0)
+            if (lens[i] < 0 || !utf8_valid(strs[i], (size_t)lens[i]))
                 return NULL;
             payload_len += 2 + (size_t)lens[i];
         }
@@ -123,7 +133,10 @@ static int read_string(const uint8_t **p, const uint8_t *end, char *dst, size_t 
         return -1;
     size_t n = get_u16(*p);
     *p += 2;
-    if (n >= cap || (size_t)(end - *p) < n || memchr(*p, '\0', n))
+    /* Not UTF-8: such a string could not go into the JSON error body or log line that
+     * quotes it (found by fuzz_cache_entry's invariant), so the entry is a miss. */
+    if (n >= cap || (size_t)(end - *p) < n || memchr(*p, '\0', n) ||
+        !utf8_valid((const char *)*p, n))
         return -1;
     memcpy(dst, *p, n);
     dst[n] = '\0';

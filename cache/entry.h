@@ -15,7 +15,7 @@
  *  24  i64 stale_until_ms     wall clock, usable as a fallback when upstream fails until then
  *  32  u32 payload_len
  *  36  payload                POSITIVE: packed personalize_gateway.v1.BatchInferenceJob
- *                             NEGATIVE: three u16-length-prefixed strings: AWS error code,
+ *                             NEGATIVE: three u16-length-prefixed UTF-8 strings: AWS error code,
  *                             message, request id
  *
  * Pure functions: no I/O, no clock, no global state; safe from any thread. */
@@ -56,12 +56,14 @@ typedef struct pgw_cache_entry {
 
 /* Serializes `entry`. Returns a malloc'd buffer (caller frees) and stores its length in
  * *out_len, or returns NULL when the entry is invalid (unknown kind, times out of order,
- * payload over PGW_CACHE_ENTRY_MAX_PAYLOAD, unterminated strings) or memory runs out. */
+ * payload over PGW_CACHE_ENTRY_MAX_PAYLOAD, unterminated strings or strings that are not UTF-8)
+ * or memory runs out. */
 uint8_t *pgw_cache_entry_encode(const pgw_cache_entry *entry, size_t *out_len);
 
 /* Parses `len` bytes into *out. Returns 0, or -1 for anything malformed (too short, wrong
  * magic or version, nonzero reserved bits, unknown kind, lengths inconsistent, payload over
- * the bound, times out of order, strings with NUL bytes); the caller treats -1 as a miss.
+ * the bound, times out of order, strings with NUL bytes or not UTF-8); the caller treats -1 as
+ * a miss.
  * On success out->job_pb borrows from `buf`. */
 int pgw_cache_entry_decode(const uint8_t *buf, size_t len, pgw_cache_entry *out);
 

@@ -9,6 +9,7 @@
 
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,8 +256,8 @@ static void attempt_done(pgw_fleet_wait *w)
         finish_filled(w, w->value, w->value_len);
     } else {
         /* Someone else fetches: wait for its notice, or for its lease to run out. */
-        long long wait_ms = w->pttl_ms > 0 ? w->pttl_ms : w->pttl_ms == -2 ? 1 : w->fleet->lease_ms;
-        wait_ms += 5 + (long long)(rand() % 20); /* spread the replicas' retries */
+        long long wait_ms =
+            pgw_fleet_takeover_wait_ms(w->pttl_ms, w->fleet->lease_ms, (unsigned)rand());
         struct timeval tv = {(time_t)(wait_ms / 1000), (suseconds_t)(wait_ms % 1000) * 1000};
         if (!w->takeover_timer)
             w->takeover_timer = evtimer_new(w->fleet->base, on_takeover_timer, w);
@@ -276,7 +277,7 @@ static void on_reply(const struct redisReply *reply, int which, pgw_fleet_wait *
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
         w->redis_failed = 1;
     } else if (which == 0) {
-        w->won = reply->type == REDIS_REPLY_STATUS;
+        w->won = pgw_fleet_lease_won(reply);
     } else if (which == 1) {
         if (reply->type == REDIS_REPLY_STRING && reply->len > 0) {
             free(w->value);
@@ -426,38 +427,104 @@ void pgw_fleet_publish_failure(pgw_fleet *fleet, const char *arn, int code, cons
     publish(fleet, &n);
 }
 
+/* Copies a failure message for callers: bounded (cut at a character boundary), control
+ * characters as spaces, and dropped ("" ) unless the result is UTF-8. */
+static void copy_message(const char *src, char *dst, size_t cap)
+{
+    size_t n = strlen(src);
+    if (n > cap - 1) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+            n--; /* src[n] is where the cut falls: never inside a character */
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+    }
+    dst[n] = '\0';
+    json_t *check = json_stringn(dst, n);
+    if (!check)
+        dst[0] = '\0';
+    json_decref(check);
+}
+
+int pgw_fleet_notice_parse(const uint8_t *payload, size_t len, pgw_fleet_notice *out)
+{
+    memset(out, 0, sizeof(*out));
+    static const uint8_t empty[1];
+    PersonalizeGateway__Fleet__V1__FillNotice *n =
+        personalize_gateway__fleet__v1__fill_notice__unpack(NULL, len, payload ? payload : empty);
+    if (!n)
+        return -1;
+    int ok = n->batch_inference_job_arn && n->batch_inference_job_arn[0] &&
+             (n->cache_entry.len > 0 || (n->code >= 1 && n->code <= 16));
+    if (!ok) {
+        personalize_gateway__fleet__v1__fill_notice__free_unpacked(n, NULL);
+        return -1;
+    }
+    out->msg = n;
+    out->arn = n->batch_inference_job_arn;
+    out->entry = n->cache_entry.len > 0 ? n->cache_entry.data : NULL;
+    out->entry_len = n->cache_entry.len;
+    out->code = out->entry_len ? 0 : n->code;
+    if (!out->entry_len && n->message)
+        copy_message(n->message, out->message, sizeof(out->message));
+    out->replica_id = n->replica_id ? n->replica_id : "";
+    return 0;
+}
+
+void pgw_fleet_notice_cleanup(pgw_fleet_notice *notice)
+{
+    if (notice->msg)
+        personalize_gateway__fleet__v1__fill_notice__free_unpacked(notice->msg, NULL);
+    memset(notice, 0, sizeof(*notice));
+}
+
+long long pgw_fleet_takeover_wait_ms(long long pttl_ms, int lease_ms, unsigned spread)
+{
+    long long lease = lease_ms > 0 ? lease_ms : 1;
+    long long wait_ms = pttl_ms > 0 ? pttl_ms : pttl_ms == -2 ? 1 : lease;
+    /* A PTTL beyond the lease life would park the waiter, and a PTTL of 2^63 - 1 plus the
+     * spread was a signed overflow. */
+    if (wait_ms > lease)
+        wait_ms = lease;
+    return wait_ms + 5 + (long long)(spread % 20); /* spread the replicas' retries */
+}
+
+int pgw_fleet_lease_won(const struct redisReply *reply)
+{
+    return reply && reply->type == REDIS_REPLY_STATUS && reply->len == 2 &&
+           memcmp(reply->str, "OK", 2) == 0;
+}
+
 void pgw_fleet_on_message(const uint8_t *payload, size_t len, void *user_data)
 {
     pgw_fleet *fleet = user_data;
     if (!fleet)
         return;
-    PersonalizeGateway__Fleet__V1__FillNotice *n =
-        personalize_gateway__fleet__v1__fill_notice__unpack(NULL, len, payload);
-    if (!n || !n->batch_inference_job_arn || (n->cache_entry.len == 0 && n->code == 0)) {
+    pgw_fleet_notice n;
+    if (pgw_fleet_notice_parse(payload, len, &n) != 0) {
         fleet->stats.notices_malformed++;
-        if (n)
-            personalize_gateway__fleet__v1__fill_notice__free_unpacked(n, NULL);
         return;
     }
     fleet->stats.notices_received++;
-    if (fleet->listener && n->cache_entry.len > 0)
-        fleet->listener(n->batch_inference_job_arn, n->cache_entry.data, n->cache_entry.len,
-                        fleet->listener_ud);
-    pgw_fleet_wait *w = index_find(fleet, n->batch_inference_job_arn);
-    if (w && strcmp(n->replica_id ? n->replica_id : "", fleet->replica_id) != 0) {
-        if (n->cache_entry.len > 0) {
-            finish_filled(w, n->cache_entry.data, n->cache_entry.len);
+    if (fleet->listener && n.entry_len > 0)
+        fleet->listener(n.arn, n.entry, n.entry_len, fleet->listener_ud);
+    pgw_fleet_wait *w = index_find(fleet, n.arn);
+    if (w && strcmp(n.replica_id, fleet->replica_id) != 0) {
+        if (n.entry_len > 0) {
+            finish_filled(w, n.entry, n.entry_len);
         } else {
             fleet->stats.leases_waited++;
             pgw_fleet_outcome o = {
                 .verdict = PGW_FLEET_FAILED,
-                .code = n->code,
-                .message = n->message && n->message[0] ? n->message : "upstream fetch failed",
+                .code = n.code,
+                .message = n.message[0] ? n.message : "upstream fetch failed",
             };
             wait_finish(w, &o);
         }
     }
-    personalize_gateway__fleet__v1__fill_notice__free_unpacked(n, NULL);
+    pgw_fleet_notice_cleanup(&n);
 }
 
 void pgw_fleet_on_subscription(int up, void *user_data)
@@ -549,7 +616,7 @@ static void on_role_reply(const struct redisReply *reply, int which, pgw_fleet_r
     if (!reply || reply->type == REDIS_REPLY_ERROR)
         r->failed = 1;
     else if (which == 0)
-        r->won = reply->type == REDIS_REPLY_STATUS;
+        r->won = pgw_fleet_lease_won(reply);
     else
         r->ours = reply->type == REDIS_REPLY_STRING && reply->len == strlen(r->fleet->replica_id) &&
                   memcmp(reply->str, r->fleet->replica_id, reply->len) == 0;

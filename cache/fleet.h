@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct redisReply;
 typedef struct pgw_redis_tier pgw_redis_tier;
 typedef struct pgw_fleet pgw_fleet;
 typedef struct pgw_fleet_wait pgw_fleet_wait;
@@ -127,5 +128,42 @@ void pgw_fleet_role_cancel(pgw_fleet_role *role);
 
 /* Copies the counters into *out. */
 void pgw_fleet_stats_get(const pgw_fleet *fleet, pgw_fleet_stats *out);
+
+/* --- what arrives from Redis, checked (pure; exposed for tests and fuzz_fleet_notice) --- */
+
+#define PGW_FLEET_MESSAGE_MAX 512 /* bytes of a failure message kept */
+
+/* A FillNotice as read from the channel, checked. */
+typedef struct pgw_fleet_notice {
+    const char *arn;      /* non-empty; borrowed from msg */
+    const uint8_t *entry; /* the cache entry, when entry_len > 0; borrowed from msg */
+    size_t entry_len;     /* 0: the holder's fetch failed */
+    int code;             /* entry_len == 0: a canonical status code in 1..16 */
+    char message[PGW_FLEET_MESSAGE_MAX + 1]; /* entry_len == 0: valid UTF-8, no control
+                                              * characters, "" when none was sent */
+    const char *replica_id; /* the publisher's id ("" when none); borrowed from msg */
+    void *msg;              /* the unpacked message: pgw_fleet_notice_cleanup frees it */
+} pgw_fleet_notice;
+
+/* Unpacks and checks a notice published on PGW_REDIS_FILL_CHANNEL (any bytes: Redis is not
+ * trusted). Returns 0 and fills *out (release with pgw_fleet_notice_cleanup), or -1 when it
+ * is not a FillNotice, names no ARN, or carries neither an entry nor a failure code in
+ * 1..16 (then *out needs no cleanup). A failure message is cut to PGW_FLEET_MESSAGE_MAX at a
+ * character boundary, control characters become spaces, and one that is not UTF-8 is
+ * dropped: it ends up in the callers' status messages, JSON bodies and logs. */
+int pgw_fleet_notice_parse(const uint8_t *payload, size_t len, pgw_fleet_notice *out);
+
+void pgw_fleet_notice_cleanup(pgw_fleet_notice *notice);
+
+/* How long a waiter that lost the lease race waits for the holder's notice before trying to
+ * take over, given the lease's PTTL reply (-2: no lease any more, -1: no expiry) and the
+ * configured lease life: the PTTL, at most lease_ms (a lease set with a longer life, or a
+ * reply no Redis would send, must not park a waiter), at least 1 ms, plus 5..24 ms of spread
+ * taken from `spread` (any integer). */
+long long pgw_fleet_takeover_wait_ms(long long pttl_ms, int lease_ms, unsigned spread);
+
+/* Nonzero when a reply to SET ... NX PX says the lease was taken: status "OK" (nil means
+ * someone else holds it; anything else is not an answer SET gives). */
+int pgw_fleet_lease_won(const struct redisReply *reply);
 
 #endif

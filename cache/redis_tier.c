@@ -41,6 +41,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -452,23 +453,40 @@ static void answer_req(pgw_redis_tier *tier, const pend *copy, const redisReply 
         answer_reply(tier, copy->reply_cb, copy->p, reply);
         return;
     }
-    if (reply && reply->type == REDIS_REPLY_STRING) {
-        breaker_success(tier);
-        if ((size_t)reply->len > tier->cfg.max_value_bytes) {
-            tier->stats.oversize++;
-            answer_get(tier, copy->get_cb, copy->p, PGW_REDIS_MISS, NULL, 0);
-        } else {
-            answer_get(tier, copy->get_cb, copy->p, PGW_REDIS_HIT, (const uint8_t *)reply->str,
-                       (size_t)reply->len);
-        }
-    } else if (reply && reply->type == REDIS_REPLY_NIL) {
-        breaker_success(tier);
-        answer_get(tier, copy->get_cb, copy->p, PGW_REDIS_MISS, NULL, 0);
-    } else {
-        /* NULL (timeout, connection gone), an error reply, or a type GET never returns. */
+    const uint8_t *value;
+    size_t len;
+    int oversize;
+    pgw_redis_result res =
+        pgw_redis_get_reply(reply, tier->cfg.max_value_bytes, &value, &len, &oversize);
+    if (res == PGW_REDIS_ERROR) {
         breaker_failure(tier);
-        answer_get(tier, copy->get_cb, copy->p, PGW_REDIS_ERROR, NULL, 0);
+    } else {
+        breaker_success(tier);
+        if (oversize)
+            tier->stats.oversize++;
     }
+    answer_get(tier, copy->get_cb, copy->p, res, value, len);
+}
+
+pgw_redis_result pgw_redis_get_reply(const redisReply *reply, size_t max_value_bytes,
+                                     const uint8_t **value, size_t *len, int *oversize)
+{
+    *value = NULL;
+    *len = 0;
+    *oversize = 0;
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        if ((size_t)reply->len > max_value_bytes) {
+            *oversize = 1;
+            return PGW_REDIS_MISS;
+        }
+        *value = (const uint8_t *)reply->str;
+        *len = (size_t)reply->len;
+        return PGW_REDIS_HIT;
+    }
+    if (reply && reply->type == REDIS_REPLY_NIL)
+        return PGW_REDIS_MISS;
+    /* NULL (timeout, connection gone), an error reply, or a type GET never returns. */
+    return PGW_REDIS_ERROR;
 }
 
 /* A pending entry's reply (NULL when the connection went away); frees what the entry owns. */
@@ -813,6 +831,45 @@ static int read_password_file(const char *path, char *out, size_t cap, char *why
     return 0;
 }
 
+/* hiredis 0.14 allocates an array reply's element table as soon as it has read the count, so
+ * "*500000000\r\n" from a broken or hostile Redis cost 4 GB at once (found by
+ * fuzz_redis_reply). No reply the gateway asks for has more than a few elements: a larger
+ * array fails the reader ("out of memory"), which drops the connection. */
+#define PGW_REDIS_MAX_ARRAY 64
+
+static redisReplyObjectFunctions *hiredis_fn; /* hiredis' own table, delegated to */
+static redisReplyObjectFunctions bounded_fn;
+static pthread_once_t bounded_once = PTHREAD_ONCE_INIT;
+
+static void *bounded_create_array(const redisReadTask *task, int elements)
+{
+    if (elements < 0 || elements > PGW_REDIS_MAX_ARRAY)
+        return NULL;
+    return hiredis_fn->createArray(task, elements);
+}
+
+static void bounded_init(void)
+{
+    /* A reader made only to learn hiredis' default table (a static inside hiredis, which
+     * outlives the reader). */
+    redisReader *probe = redisReaderCreate();
+    if (probe && probe->fn) {
+        hiredis_fn = probe->fn;
+        bounded_fn = *hiredis_fn;
+        bounded_fn.createArray = bounded_create_array;
+    }
+    redisReaderFree(probe);
+}
+
+int pgw_redis_reader_bound(redisReader *reader)
+{
+    pthread_once(&bounded_once, bounded_init);
+    if (!reader || !hiredis_fn || reader->fn != hiredis_fn)
+        return -1;
+    reader->fn = &bounded_fn;
+    return 0;
+}
+
 /* Pipelines [AUTH] [SELECT] PING; ready when every reply came back without an error. */
 static void conn_handshake(redis_conn *c)
 {
@@ -820,6 +877,10 @@ static void conn_handshake(redis_conn *c)
     c->stage = STAGE_HANDSHAKE;
     c->handshake_pending = 0;
     c->reader = redisReaderCreate();
+    if (c->reader && pgw_redis_reader_bound(c->reader) != 0) {
+        redisReaderFree(c->reader);
+        c->reader = NULL;
+    }
     if (!c->reader) {
         set_error(tier, "redis: out of memory");
         attempt_failed(c, PGW_REDIS_EVENT_CONNECT_FAILED);
@@ -913,32 +974,70 @@ static int elem_is(const redisReply *reply, size_t i, const char *s)
            (size_t)e->len == n && strncasecmp(e->str, s, n) == 0;
 }
 
+/* Is reply->element[i] the string s (any case), of n bytes? */
+static int elem_is_n(const redisReply *reply, size_t i, const char *s, size_t n)
+{
+    const redisReply *e = reply->element[i];
+    return e && (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) &&
+           (size_t)e->len == n && strncasecmp(e->str, s, n) == 0;
+}
+
+pgw_redis_sub_event pgw_redis_sub_reply(const redisReply *reply, const char *channel,
+                                        const uint8_t **payload, size_t *len)
+{
+    *payload = NULL;
+    *len = 0;
+    if (!reply)
+        return PGW_REDIS_SUB_OTHER;
+    if (reply->type == REDIS_REPLY_ERROR)
+        return PGW_REDIS_SUB_ERROR;
+    if (reply->type != REDIS_REPLY_ARRAY || !reply->element)
+        return PGW_REDIS_SUB_OTHER;
+    if (reply->elements == 2 && elem_is(reply, 0, "pong"))
+        return PGW_REDIS_SUB_PONG;
+    if (reply->elements != 3)
+        return PGW_REDIS_SUB_OTHER;
+    size_t cl = channel ? strlen(channel) : 0;
+    if (elem_is(reply, 0, "subscribe") && elem_is_n(reply, 1, channel, cl))
+        return PGW_REDIS_SUB_SUBSCRIBED;
+    const redisReply *p = reply->element[2];
+    if (elem_is(reply, 0, "message") && elem_is_n(reply, 1, channel, cl) && p &&
+        p->type == REDIS_REPLY_STRING) {
+        *payload = (const uint8_t *)p->str;
+        *len = (size_t)p->len;
+        return PGW_REDIS_SUB_MESSAGE;
+    }
+    return PGW_REDIS_SUB_OTHER;
+}
+
 static void sub_push(redis_conn *c, const redisReply *reply)
 {
     pgw_redis_tier *tier = c->tier;
-    if (reply->type == REDIS_REPLY_ERROR) {
+    const uint8_t *payload;
+    size_t len;
+    switch (pgw_redis_sub_reply(reply, tier->sub_channel, &payload, &len)) {
+    case PGW_REDIS_SUB_ERROR:
         /* e.g. NOPERM: the ACL user may not subscribe to the channel. */
         set_error(tier, "redis SUBSCRIBE refused: %.100s", reply->str ? reply->str : "");
         conn_lost(c);
-        return;
-    }
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 && elem_is(reply, 0, "pong")) {
+        break;
+    case PGW_REDIS_SUB_PONG:
         c->pong_pending = 0;
-        return;
-    }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
-        return;
-    if (elem_is(reply, 0, "subscribe")) {
+        break;
+    case PGW_REDIS_SUB_SUBSCRIBED:
         if (c->ping_ev) {
             struct timeval tv = ms_to_tv(tier->cfg.sub_ping_interval_ms);
             evtimer_add(c->ping_ev, &tv);
         }
         set_subscribed(c, 1);
-    } else if (elem_is(reply, 0, "message") && reply->element[2]->type == REDIS_REPLY_STRING) {
+        break;
+    case PGW_REDIS_SUB_MESSAGE:
         tier->stats.messages++;
         if (tier->cfg.on_message && !tier->free_pending)
-            tier->cfg.on_message((const uint8_t *)reply->element[2]->str,
-                                 (size_t)reply->element[2]->len, tier->cfg.message_ud);
+            tier->cfg.on_message(payload, len, tier->cfg.message_ud);
+        break;
+    case PGW_REDIS_SUB_OTHER:
+        break;
     }
 }
 

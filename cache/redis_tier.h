@@ -213,6 +213,34 @@ void pgw_redis_tier_stats_get(const pgw_redis_tier *tier, pgw_redis_tier_stats *
 /* Nonzero when a connection is up, authenticated and on its database. */
 int pgw_redis_tier_is_ready(const pgw_redis_tier *tier);
 
+/* Makes a hiredis reader (one made with hiredis' default reply functions) refuse array replies
+ * of more than a few dozen elements instead of allocating whatever count the peer announces.
+ * Every connection of the tier is bounded this way. Returns 0, or -1 if the reader uses other
+ * functions. */
+struct redisReader;
+int pgw_redis_reader_bound(struct redisReader *reader);
+
+/* --- replies, classified (pure; exposed for tests and fuzz_redis_reply) --- */
+
+/* What a GET reply means: HIT for a string of at most max_value_bytes (*value, *len borrow
+ * from reply), MISS for nil or a larger string (*oversize set), ERROR for NULL, an error reply
+ * or a type GET never answers. */
+pgw_redis_result pgw_redis_get_reply(const struct redisReply *reply, size_t max_value_bytes,
+                                     const uint8_t **value, size_t *len, int *oversize);
+
+typedef enum pgw_redis_sub_event {
+    PGW_REDIS_SUB_OTHER = 0,  /* nothing to act on (an unexpected shape is ignored) */
+    PGW_REDIS_SUB_ERROR,      /* an error reply: the subscription failed (e.g. NOPERM) */
+    PGW_REDIS_SUB_SUBSCRIBED, /* ["subscribe", channel, count]: the subscription is active */
+    PGW_REDIS_SUB_PONG,       /* ["pong", ""]: the liveness PING came back */
+    PGW_REDIS_SUB_MESSAGE,    /* ["message", channel, payload]: *payload, *len borrow it */
+} pgw_redis_sub_event;
+
+/* Classifies one reply on the subscriber connection. A message on another channel than
+ * `channel` (which Redis would not send) is OTHER. */
+pgw_redis_sub_event pgw_redis_sub_reply(const struct redisReply *reply, const char *channel,
+                                        const uint8_t **payload, size_t *len);
+
 /* The last connection problem as text ("" if none), for logs; never holds the password.
  * Borrowed: valid until the next call into the tier or its callbacks. */
 const char *pgw_redis_tier_last_error(const pgw_redis_tier *tier);

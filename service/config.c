@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "service/text.h"
+
 typedef enum opt_type {
     OPT_STRING,   /* any string; "" allowed */
     OPT_HOSTPORT, /* host:port listen address; "" allowed where optional */
@@ -217,8 +219,9 @@ static int set_option(pgw_config *cfg, const opt_def *o, const char *value, cons
         errno = 0;
         long v = strtol(value, &end, 10);
         if (value[0] == '\0' || *end != '\0' || errno || v < o->min || v > o->max) {
-            snprintf(err, err_len, "%s: \"%.64s\" is not an integer in [%ld, %ld]", source, value,
-                     o->min, o->max);
+            char q[PGW_TEXT_QUOTE_SIZE(64)];
+            snprintf(err, err_len, "%s: \"%s\" is not an integer in [%ld, %ld]", source,
+                     pgw_text_quote_str(value, 64, q, sizeof(q)), o->min, o->max);
             return -1;
         }
         *(int *)field = (int)v;
@@ -226,7 +229,9 @@ static int set_option(pgw_config *cfg, const opt_def *o, const char *value, cons
     }
     case OPT_HOSTPORT:
         if (value[0] != '\0' && pgw_config_check_hostport(value) != 0) {
-            snprintf(err, err_len, "%s: \"%.128s\" is not a host:port address", source, value);
+            char q[PGW_TEXT_QUOTE_SIZE(128)];
+            snprintf(err, err_len, "%s: \"%s\" is not a host:port address", source,
+                     pgw_text_quote_str(value, 128, q, sizeof(q)));
             return -1;
         }
         break;
@@ -240,8 +245,9 @@ static int set_option(pgw_config *cfg, const opt_def *o, const char *value, cons
     case OPT_LEVEL:
         if (strcmp(value, "debug") && strcmp(value, "info") && strcmp(value, "warn") &&
             strcmp(value, "error")) {
-            snprintf(err, err_len, "%s: \"%.32s\" is not one of debug, info, warn, error", source,
-                     value);
+            char q[PGW_TEXT_QUOTE_SIZE(32)];
+            snprintf(err, err_len, "%s: \"%s\" is not one of debug, info, warn, error", source,
+                     pgw_text_quote_str(value, 32, q, sizeof(q)));
             return -1;
         }
         break;
@@ -367,8 +373,9 @@ static int check_auth(pgw_config *cfg, char *err, size_t err_len)
     else if (strcmp(cfg->audit_log, "auto") == 0)
         cfg->audit_enabled = cfg->tls_client_ca || cfg->identity_header || cfg->policy_file;
     else {
-        snprintf(err, err_len, "--audit-log: \"%.16s\" is not one of on, off, auto",
-                 cfg->audit_log);
+        char q[PGW_TEXT_QUOTE_SIZE(16)];
+        snprintf(err, err_len, "--audit-log: \"%s\" is not one of on, off, auto",
+                 pgw_text_quote_str(cfg->audit_log, 16, q, sizeof(q)));
         return -1;
     }
     return 0;
@@ -420,14 +427,17 @@ pgw_config_result pgw_config_load(pgw_config *cfg, int argc, char **argv, char *
         size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
         const opt_def *o = strncmp(arg, "--", 2) == 0 ? find_option(arg, name_len) : NULL;
         if (!o) {
-            snprintf(err, err_len, "unknown flag \"%.*s\" (see --help)",
-                     (int)(name_len > 64 ? 64 : name_len), arg);
+            char q[PGW_TEXT_QUOTE_SIZE(64)];
+            snprintf(err, err_len, "unknown flag \"%s\" (see --help)",
+                     pgw_text_quote(arg, name_len, 64, q, sizeof(q)));
             goto fail;
         }
         const char *value = eq ? eq + 1 : NULL;
         if (!value) {
             if (i + 1 >= argc) {
-                snprintf(err, err_len, "%.64s: missing value", arg);
+                char q[PGW_TEXT_QUOTE_SIZE(64)];
+                snprintf(err, err_len, "%s: missing value",
+                         pgw_text_quote_str(arg, 64, q, sizeof(q)));
                 goto fail;
             }
             value = argv[++i];

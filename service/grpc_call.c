@@ -7,11 +7,11 @@
 #include <string.h>
 #include <strings.h>
 
-#include "personalize_gateway/v1/personalize_gateway.pb-c.h"
 #include "service/audit.h"
 #include "service/clock.h"
 #include "service/grpc_server.h"
 #include "service/metrics.h"
+#include "service/request_decode.h"
 
 void pgw_grpc_call_ref(pgw_grpc_call *c)
 {
@@ -263,20 +263,13 @@ int pgw_grpc_call_wants_no_cache(const pgw_grpc_call *c)
 int pgw_grpc_read_arn_request(grpc_byte_buffer *payload, char *arn, size_t cap, size_t *len)
 {
     /* Describe's and Watch's requests are the same message ({ string batch_inference_job_arn
-     * = 1; }), so one decoder serves both. */
+     * = 1; }), so one decoder serves both: request_decode.h reads field 1 as bytes, so an
+     * embedded NUL reaches the ARN check instead of cutting the ARN short. */
     grpc_slice all;
     if (pgw_grpc_read_all(payload, &all) != 0)
         return -1;
-    PersonalizeGateway__V1__DescribeBatchInferenceJobRequest *req =
-        personalize_gateway__v1__describe_batch_inference_job_request__unpack(
-            NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+    int rc = pgw_request_decode_arn(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all), arn, cap,
+                                    len, NULL, 0);
     grpc_slice_unref(all);
-    if (!req)
-        return -1;
-    size_t n = strlen(req->batch_inference_job_arn);
-    *len = n < cap - 1 ? n : cap - 1;
-    memcpy(arn, req->batch_inference_job_arn, *len);
-    arn[*len] = '\0';
-    personalize_gateway__v1__describe_batch_inference_job_request__free_unpacked(req, NULL);
-    return 0;
+    return rc;
 }

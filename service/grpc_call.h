@@ -152,9 +152,10 @@ int64_t pgw_grpc_call_deadline_ms(const pgw_grpc_call *call);
 int pgw_grpc_call_wants_no_cache(const pgw_grpc_call *call);
 
 /* The arn field (field 1) of a Describe or Watch request: both messages have the same shape.
- * Copies at most cap - 1 bytes and NUL-terminates (a longer value keeps a prefix, which the
- * ARN check rejects by its length); *len is the copied length. Returns 0, or -1 when the
- * payload is no such message. */
+ * Copies at most cap - 1 bytes, every byte as sent (an embedded NUL included: see
+ * request_decode.h), and NUL-terminates (a longer value keeps a prefix, which the ARN check
+ * rejects by its length); *len is the copied length. Returns 0, or -1 when the payload is no
+ * such message. */
 int pgw_grpc_read_arn_request(grpc_byte_buffer *payload, char *arn, size_t cap, size_t *len);
 
 /* --- the server, as its methods see it (grpc_server.c) --- */

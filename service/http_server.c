@@ -25,13 +25,13 @@
 #include "service/clock.h"
 #include "service/identity.h"
 #include "service/health.h"
+#include "service/http_request.h"
 #include "service/http_sse.h"
 #include "service/log.h"
 #include "service/metrics.h"
 
 #define AWS_TARGET       "AmazonPersonalize.DescribeBatchInferenceJob"
 #define AWS_CONTENT_TYPE "application/x-amz-json-1.1"
-#define REST_PREFIX      "/v1/batch-inference-jobs/"
 #define JSON_TYPE        "application/json"
 #define TEXT_TYPE        "text/plain; charset=utf-8"
 
@@ -512,47 +512,14 @@ static void handle_aws(pgw_http_server *s, struct evhttp_request *req)
         reply_aws_error(s, req, 500, "InternalFailure", "out of memory", NULL);
         return;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb(bytes, len, 0, &jerr);
-    json_t *arn = root ? json_object_get(root, "batchInferenceJobArn") : NULL;
-    const char *problem = NULL, *type = "SerializationException";
-    if (!root)
-        problem = "the request body is not valid JSON";
-    else if (!json_is_object(root))
-        problem = "the request body must be a JSON object";
-    else if (!arn || json_is_null(arn))
-        problem = "batchInferenceJobArn is required", type = "InvalidInputException";
-    else if (!json_is_string(arn))
-        problem = "batchInferenceJobArn must be a string";
-    if (problem) {
+    pgw_http_aws_request parsed;
+    if (pgw_http_aws_request_parse(&parsed, bytes, len) != 0) {
         count_early(ROUTE_AWS, PGW_INVALID_ARGUMENT);
-        reply_aws_error(s, req, 400, type, problem, NULL);
+        reply_aws_error(s, req, 400, parsed.aws_type, parsed.problem, NULL);
     } else {
-        start_call(s, req, ROUTE_AWS, json_string_value(arn), json_string_length(arn));
+        start_call(s, req, ROUTE_AWS, parsed.arn, parsed.arn_len);
     }
-    json_decref(root);
-}
-
-/* The query asks for a watch: watch=true (or 1). Returns 1 for yes, 0 for no, -1 for a watch
- * parameter that is neither. */
-static int wants_watch(const struct evhttp_uri *uri)
-{
-    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
-    if (!query)
-        return 0;
-    struct evkeyvalq params;
-    memset(&params, 0, sizeof(params)); /* evhttp_parse_query_str initializes it */
-    if (evhttp_parse_query_str(query, &params) != 0) {
-        evhttp_clear_headers(&params);
-        return 0;
-    }
-    const char *v = evhttp_find_header(&params, "watch");
-    int rc = !v                                               ? 0
-             : strcmp(v, "true") == 0 || strcmp(v, "1") == 0  ? 1
-             : strcmp(v, "false") == 0 || strcmp(v, "0") == 0 ? 0
-                                                              : -1;
-    evhttp_clear_headers(&params);
-    return rc;
+    pgw_http_aws_request_cleanup(&parsed);
 }
 
 /* ?watch=true: server-sent events (http_sse.c), after the same identity check as a GET. */
@@ -575,11 +542,13 @@ static void start_watch(pgw_http_server *s, struct evhttp_request *req, const ch
 static void handle_rest(pgw_http_server *s, struct evhttp_request *req, const char *rest)
 {
     size_t len = 0;
-    int watch = wants_watch(evhttp_request_get_evhttp_uri(req));
-    char *arn = evhttp_uridecode(rest, 0, &len);
-    if (!arn || strlen(arn) != len) { /* an encoded NUL */
-        count_early(ROUTE_REST, PGW_INVALID_ARGUMENT);
-        reply_rest_error(s, req, PGW_INVALID_ARGUMENT, "the ARN in the path does not decode");
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    int watch = pgw_http_watch_param(uri ? evhttp_uri_get_query(uri) : NULL);
+    /* An encoded NUL ("%00") stays in, with the length: lookup's ARN check refuses it, as it
+     * does on every other path. */
+    char *arn = pgw_http_rest_arn(rest, &len);
+    if (!arn) {
+        reply_rest_error(s, req, PGW_INTERNAL, "out of memory");
     } else if (watch < 0) {
         count_early(ROUTE_REST, PGW_INVALID_ARGUMENT);
         reply_rest_error(s, req, PGW_INVALID_ARGUMENT, "watch must be true or false");
@@ -646,19 +615,23 @@ static void on_request(struct evhttp_request *req, void *arg)
     int get = evhttp_request_get_command(req) == EVHTTP_REQ_GET;
     int post = evhttp_request_get_command(req) == EVHTTP_REQ_POST;
 
-    if (strcmp(path, "/") == 0) {
+    const char *rest = NULL;
+    switch (pgw_http_route_of(path, &rest)) {
+    case PGW_HTTP_ROUTE_AWS:
         if (post)
             handle_aws(s, req);
         else
             method_not_allowed(s, req, "POST");
-    } else if (strncmp(path, REST_PREFIX, strlen(REST_PREFIX)) == 0 &&
-               path[strlen(REST_PREFIX)] != '\0') {
+        break;
+    case PGW_HTTP_ROUTE_REST:
         if (get)
-            handle_rest(s, req, path + strlen(REST_PREFIX));
+            handle_rest(s, req, rest);
         else
             method_not_allowed(s, req, "GET");
-    } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-               strcmp(path, "/metrics") == 0) {
+        break;
+    case PGW_HTTP_ROUTE_HEALTHZ:
+    case PGW_HTTP_ROUTE_READYZ:
+    case PGW_HTTP_ROUTE_METRICS:
         if (!get)
             method_not_allowed(s, req, "GET");
         else if (path[1] == 'h')
@@ -667,10 +640,12 @@ static void on_request(struct evhttp_request *req, void *arg)
             handle_readyz(s, req);
         else
             handle_metrics(s, req);
-    } else {
+        break;
+    case PGW_HTTP_ROUTE_NOT_FOUND:
         reply_json(s, req, 404, JSON_TYPE,
                    json_pack("{s:s, s:s}", "code", "NOT_FOUND", "message",
                              "no such path; see GET /v1/batch-inference-jobs/{arn} or POST /"));
+        break;
     }
 }
 

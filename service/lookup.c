@@ -915,9 +915,11 @@ static int try_l1(pgw_lookup_req *req, int count)
 pgw_cached_answer pgw_lookup_answer_cached(pgw_lookup *lk, const pgw_lookup_params *params,
                                            pgw_lookup_cb cb, void *user_data)
 {
-    /* ARNs that cannot be a cache key, and no-cache calls, take the ordinary path. */
-    if (!lk->l1 || params->no_cache || params->arn_len == 0 || params->arn_len > PGW_ARN_MAX_LEN ||
-        memchr(params->arn, '\0', params->arn_len))
+    /* No-cache calls take the ordinary path, and so do malformed ARNs (a NUL, a byte that is
+     * not ASCII...): the ordinary path refuses them before any cache tier is consulted. */
+    pgw_arn parsed;
+    if (!lk->l1 || params->no_cache ||
+        pgw_arn_parse(params->arn, params->arn_len, &parsed, NULL, 0) != 0)
         return PGW_CACHED_NOT_ANSWERED;
     int64_t started_us = pgw_now_mono_us();
     char arn[PGW_ARN_MAX_LEN + 1];

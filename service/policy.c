@@ -8,6 +8,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "service/text.h"
+
 /* What identifies one version of the file: a ConfigMap update swaps a symlink (new inode), an
  * editor may rewrite in place (new mtime or size). */
 typedef struct file_stamp {
@@ -130,7 +132,9 @@ static int validate(json_t *root, char *err, size_t err_len)
     json_object_foreach(root, key, v)
     {
         if (strcmp(key, "rules") != 0 && strcmp(key, "version") != 0) {
-            snprintf(err, err_len, "unknown top-level key \"%.32s\"", key);
+            char q[PGW_TEXT_QUOTE_SIZE(32)];
+            snprintf(err, err_len, "unknown top-level key \"%s\"",
+                     pgw_text_quote_str(key, 32, q, sizeof(q)));
             return -1;
         }
     }
@@ -160,7 +164,9 @@ static int validate(json_t *root, char *err, size_t err_len)
         {
             if (strcmp(key, "callers") && strcmp(key, "arns") && strcmp(key, "accounts") &&
                 strcmp(key, "regions") && strcmp(key, "comment")) {
-                snprintf(err, err_len, "rule %zu: unknown key \"%.32s\"", i, key);
+                char q[PGW_TEXT_QUOTE_SIZE(32)];
+                snprintf(err, err_len, "rule %zu: unknown key \"%s\"", i,
+                         pgw_text_quote_str(key, 32, q, sizeof(q)));
                 return -1;
             }
         }

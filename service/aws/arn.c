@@ -5,12 +5,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "service/text.h"
+
 #define ARN_WHAT        "batch inference job ARN"
 #define ARN_FORM        "arn:<partition>:personalize:<region>:<account>:batch-inference-job/<name>"
 #define RESOURCE_PREFIX "batch-inference-job/"
 #define JOB_NAME_MAX    63
 #define QUOTE_MAX_INPUT 48 /* input bytes quoted in a message before "..." */
-#define QUOTE_BUF       (QUOTE_MAX_INPUT * 4 + 8)
+#define QUOTE_BUF       PGW_TEXT_QUOTE_SIZE(QUOTE_MAX_INPUT)
 
 /* A field of the ARN: a pointer into the caller's bytes and a length. */
 typedef struct span {
@@ -31,34 +33,12 @@ static void set_err(char *err, size_t err_len, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Copies up to QUOTE_MAX_INPUT bytes of s into dst as the inside of a double-quoted string:
- * quote and backslash escaped, anything outside printable ASCII as \xNN, so that a message
- * built from caller input can never carry control characters or break a log line. */
+/* The inside of a double-quoted string naming (up to QUOTE_MAX_INPUT bytes of) s, safe in
+ * any message: a message built from caller input can never carry control characters or break
+ * a log line. */
 static const char *quote(span s, char *dst, size_t dst_len)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    size_t n = s.n > QUOTE_MAX_INPUT ? QUOTE_MAX_INPUT : s.n;
-    for (size_t i = 0; i < n && o + 5 < dst_len; i++) {
-        unsigned char c = (unsigned char)s.p[i];
-        if (c == '"' || c == '\\') {
-            dst[o++] = '\\';
-            dst[o++] = (char)c;
-        } else if (c >= 0x20 && c < 0x7f) {
-            dst[o++] = (char)c;
-        } else {
-            dst[o++] = '\\';
-            dst[o++] = 'x';
-            dst[o++] = hex[c >> 4];
-            dst[o++] = hex[c & 15];
-        }
-    }
-    if (s.n > n && o + 4 <= dst_len) {
-        memcpy(dst + o, "...", 3);
-        o += 3;
-    }
-    dst[o] = '\0';
-    return dst;
+    return pgw_text_quote(s.p, s.n, QUOTE_MAX_INPUT, dst, dst_len);
 }
 
 static int span_eq(span s, const char *lit)
@@ -112,6 +92,12 @@ static int region_valid(span r)
         letter_groups++;
     }
     return 0; /* no trailing digit group */
+}
+
+int pgw_arn_region_valid(const char *s, size_t n)
+{
+    span r = {s, n};
+    return s != NULL && n < sizeof(((pgw_arn *)0)->region) && region_valid(r);
 }
 
 /* AWS's Name pattern ^[a-zA-Z0-9][a-zA-Z0-9\-_]*$, 1..63 characters. */

@@ -29,6 +29,11 @@ typedef struct pgw_arn {
  * of the input is escaped and truncated. */
 int pgw_arn_parse(const char *s, size_t len, pgw_arn *out, char *err, size_t err_len);
 
+/* Nonzero when the n bytes at s are an AWS region name as the ARN check accepts it
+ * (^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$, shorter than pgw_arn.region): safe to put into a host
+ * name. */
+int pgw_arn_region_valid(const char *s, size_t n);
+
 /* The DNS suffix of the ARN's partition: "amazonaws.com.cn" for aws-cn, else
  * "amazonaws.com". Returns a static string. */
 const char *pgw_arn_dns_suffix(const pgw_arn *arn);

@@ -71,6 +71,13 @@ size_t pgw_aws_error_normalize_code(const char *raw, size_t raw_len, char *out, 
         start++;
     while (n > start && is_blank(raw[n - 1]))
         n--;
+    /* Cut to the buffer first, then trim again: a cut may end on a blank (found by
+     * fuzz_aws_error), and "Code " would then neither match a known code nor normalise to
+     * itself. */
+    if (n - start > out_len - 1)
+        n = start + out_len - 1;
+    while (n > start && is_blank(raw[n - 1]))
+        n--;
     size_t o = 0;
     for (size_t i = start; i < n && o + 1 < out_len; i++) {
         unsigned char c = (unsigned char)raw[i];

@@ -18,11 +18,26 @@ static void free_secret(char *s)
     }
 }
 
+static int header_safe(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            return 0;
+    return 1;
+}
+
+int pgw_credentials_usable(const char *access_key_id, const char *secret_access_key,
+                           const char *session_token)
+{
+    return access_key_id && *access_key_id && secret_access_key && *secret_access_key &&
+           header_safe(access_key_id) && (!session_token || header_safe(session_token));
+}
+
 pgw_credentials *pgw_credentials_new(const char *access_key_id, const char *secret_access_key,
                                      const char *session_token, int64_t expires_wall_ms,
                                      const char *source)
 {
-    if (!access_key_id || !*access_key_id || !secret_access_key || !*secret_access_key)
+    if (!pgw_credentials_usable(access_key_id, secret_access_key, session_token))
         return NULL;
     pgw_credentials *c = calloc(1, sizeof(*c));
     if (!c)

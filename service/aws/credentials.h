@@ -19,8 +19,15 @@ typedef struct pgw_credentials {
     int refs;                /* atomic */
 } pgw_credentials;
 
-/* Copies the strings. Returns NULL on allocation failure or when a key part is empty. The
- * result holds one reference. */
+/* Nonzero when the parts can make credentials: a key id and a secret, not empty, and a key id
+ * and session token (if any) of printable ASCII without spaces, because they go into request
+ * headers (Authorization, X-Amz-Security-Token): a CR/LF there would add a header, a NUL cut
+ * one. Answers from STS, IMDS or a container endpoint are checked with it. */
+int pgw_credentials_usable(const char *access_key_id, const char *secret_access_key,
+                           const char *session_token);
+
+/* Copies the strings. Returns NULL on allocation failure or when the parts are not usable
+ * (pgw_credentials_usable). The result holds one reference. */
 pgw_credentials *pgw_credentials_new(const char *access_key_id, const char *secret_access_key,
                                      const char *session_token, int64_t expires_wall_ms,
                                      const char *source);

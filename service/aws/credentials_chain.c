@@ -2,6 +2,7 @@
 
 #include <libxml/parser.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "service/aws/credentials_cached.h"
 #include "service/aws/credentials_container.h"
@@ -37,10 +38,21 @@ pgw_credentials_provider *pgw_credentials_chain_new(const pgw_credentials_chain_
     char why[400] = "";
     pgw_credentials_source_kind kind = PGW_CREDENTIALS_SOURCE_NONE;
     pgw_credentials_provider *source = NULL;
-    if ((source = pgw_credentials_provider_env_new()))
+    const char *env_akid = getenv("AWS_ACCESS_KEY_ID"),
+               *env_secret = getenv("AWS_SECRET_ACCESS_KEY");
+    if ((source = pgw_credentials_provider_env_new())) {
         kind = PGW_CREDENTIALS_SOURCE_ENVIRONMENT;
-    else if ((source = pgw_credentials_provider_web_identity_from_env(o->http, why, sizeof(why))) ||
-             why[0])
+    } else if (env_akid && *env_akid && env_secret && *env_secret) {
+        /* Configured but unusable (a key id or token with a space or a line break, as a
+         * secret mounted with its trailing newline has): say so rather than move on to the
+         * next source. */
+        kind = PGW_CREDENTIALS_SOURCE_ENVIRONMENT;
+        snprintf(why, sizeof(why),
+                 "AWS_ACCESS_KEY_ID or AWS_SESSION_TOKEN holds a space, a line break or another "
+                 "character a request header cannot carry");
+    } else if ((source =
+                    pgw_credentials_provider_web_identity_from_env(o->http, why, sizeof(why))) ||
+               why[0])
         kind = PGW_CREDENTIALS_SOURCE_WEB_IDENTITY;
     else if ((source = pgw_credentials_provider_profile_from_env(o->http, why, sizeof(why))) ||
              why[0])

@@ -11,8 +11,8 @@
 #define CREDS_PATH "/latest/meta-data/iam/security-credentials/"
 /* Renew the session token this long before IMDS would reject it. */
 #define TOKEN_RENEW_MARGIN_MS 60000
-#define MAX_TOKEN             256
-#define MAX_ROLE              128
+#define MAX_TOKEN             PGW_IMDS_MAX_TOKEN
+#define MAX_ROLE              PGW_IMDS_MAX_ROLE
 
 typedef enum imds_step { STEP_TOKEN, STEP_ROLE, STEP_CREDENTIALS } imds_step;
 
@@ -30,6 +30,52 @@ typedef struct imds_provider {
 } imds_provider;
 
 static void step_start(imds_provider *m);
+
+int pgw_imds_parse_token(const char *body, size_t len, char *out, size_t out_len)
+{
+    if (out_len)
+        out[0] = '\0';
+    if (!body || len == 0 || len > PGW_IMDS_MAX_TOKEN || len >= out_len)
+        return -1;
+    /* It goes back in X-aws-ec2-metadata-token: no NUL to cut it, no CR/LF to add a header. */
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)body[i] <= 0x20 || (unsigned char)body[i] >= 0x7f)
+            return -1;
+    memcpy(out, body, len);
+    out[len] = '\0';
+    return 0;
+}
+
+static int role_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           strchr("+=,.@_-", c) != NULL;
+}
+
+int pgw_imds_parse_role(const char *body, size_t len, char *out, size_t out_len)
+{
+    if (out_len)
+        out[0] = '\0';
+    if (!body)
+        return -1;
+    /* One role per instance profile; take the first line. */
+    size_t n = 0;
+    while (n < len && body[n] != '\r' && body[n] != '\n')
+        n++;
+    while (n > 0 && (body[n - 1] == ' ' || body[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n > PGW_IMDS_MAX_ROLE || n >= out_len)
+        return -1;
+    /* The name becomes a path segment: only IAM's characters, and no dot segment. */
+    for (size_t i = 0; i < n; i++)
+        if (body[i] == '\0' || !role_char(body[i]))
+            return -1;
+    if ((n == 1 && body[0] == '.') || (n == 2 && body[0] == '.' && body[1] == '.'))
+        return -1;
+    memcpy(out, body, n);
+    out[n] = '\0';
+    return 0;
+}
 
 static void finish(imds_provider *m, pgw_credentials *creds, const char *error)
 {
@@ -74,18 +120,11 @@ static void on_response(const pgw_http_response *resp, void *user_data)
         return;
     }
     switch (m->step) {
-    case STEP_TOKEN:
-        if (resp->body_len == 0 || resp->body_len > MAX_TOKEN) {
-            pgw_credentials_wipe_body(resp->body, resp->body_len);
-            finish(m, NULL, "the session token answer is empty or too long");
-            return;
-        }
-        memcpy(m->token, resp->body, resp->body_len);
-        m->token[resp->body_len] = '\0';
+    case STEP_TOKEN: {
+        int rc = pgw_imds_parse_token(resp->body, resp->body_len, m->token, sizeof(m->token));
         pgw_credentials_wipe_body(resp->body, resp->body_len);
-        if (strpbrk(m->token, "\r\n")) {
-            drop_token(m);
-            finish(m, NULL, "the session token answer is malformed");
+        if (rc != 0) {
+            finish(m, NULL, "the session token answer is empty, too long or malformed");
             return;
         }
         m->token_expires_mono_ms =
@@ -93,21 +132,15 @@ static void on_response(const pgw_http_response *resp, void *user_data)
         m->step = STEP_ROLE;
         step_start(m);
         return;
-    case STEP_ROLE: {
-        /* One role per instance profile; take the first line. */
-        size_t n = strcspn(resp->body, "\r\n");
-        while (n > 0 && (resp->body[n - 1] == ' ' || resp->body[n - 1] == '\t'))
-            n--;
-        if (n == 0 || n > MAX_ROLE || strcspn(resp->body, "/?#%") < n) {
+    }
+    case STEP_ROLE:
+        if (pgw_imds_parse_role(resp->body, resp->body_len, m->role, sizeof(m->role)) != 0) {
             finish(m, NULL, "no usable IAM role name (is an instance profile attached?)");
             return;
         }
-        memcpy(m->role, resp->body, n);
-        m->role[n] = '\0';
         m->step = STEP_CREDENTIALS;
         step_start(m);
         return;
-    }
     case STEP_CREDENTIALS: {
         pgw_credentials *creds =
             pgw_credentials_from_json(resp->body, resp->body_len, "imds", err, sizeof(err));

@@ -17,6 +17,20 @@
 #define PGW_IMDS_TOKEN_TTL_S      21600
 #define PGW_IMDS_DEFAULT_ENDPOINT "http://169.254.169.254"
 
+#define PGW_IMDS_MAX_TOKEN 256 /* bytes of session token accepted */
+#define PGW_IMDS_MAX_ROLE  64  /* IAM role names are 1..64 characters */
+
+/* Checks IMDS' session token answer (PUT /latest/api/token): 1..PGW_IMDS_MAX_TOKEN bytes of
+ * printable ASCII without spaces, since it is sent back in a header. Copies it NUL-terminated
+ * into out (out_len > PGW_IMDS_MAX_TOKEN). Returns 0, or -1 (out is then ""). No I/O. */
+int pgw_imds_parse_token(const char *body, size_t len, char *out, size_t out_len);
+
+/* Takes the role name from IMDS' answer to GET .../security-credentials/: its first line,
+ * without trailing blanks, which must be an IAM role name ([A-Za-z0-9+=,.@_-], 1..64, not "."
+ * or "..") because it becomes a path segment of the next request. Copies it NUL-terminated
+ * into out (out_len > PGW_IMDS_MAX_ROLE). Returns 0, or -1 (out is then ""). No I/O. */
+int pgw_imds_parse_role(const char *body, size_t len, char *out, size_t out_len);
+
 /* The provider, or NULL when AWS_EC2_METADATA_DISABLED is true (*err left empty) or on
  * failure (message in err). One get at a time. */
 pgw_credentials_provider *pgw_credentials_provider_imds_from_env(pgw_http_client *http, char *err,

@@ -95,6 +95,16 @@ pgw_ini *pgw_ini_parse(const char *text, size_t len, char *err, size_t err_len)
         snprintf(err, err_len, "file larger than %d bytes", PGW_INI_MAX_BYTES);
         return NULL;
     }
+    /* A NUL would cut a name short: "[default\0x]" would read as "[default]" (found by
+     * fuzz_credentials_ini). Text files have none. */
+    const char *nul = text ? memchr(text, '\0', len) : NULL;
+    if (nul) {
+        int line_no = 1;
+        for (const char *c = text; c < nul; c++)
+            line_no += *c == '\n';
+        snprintf(err, err_len, "line %d holds a NUL byte", line_no);
+        return NULL;
+    }
     pgw_ini *ini = calloc(1, sizeof(*ini));
     if (!ini) {
         snprintf(err, err_len, "out of memory");

@@ -20,7 +20,7 @@ typedef struct pgw_ini pgw_ini;
 
 /* Parses `len` bytes of text. Returns the parsed file (free with pgw_ini_free) or NULL with a
  * message naming the line in err (never a value). Text outside any section is an error, as
- * in the SDKs. */
+ * in the SDKs; so is a NUL byte anywhere. */
 pgw_ini *pgw_ini_parse(const char *text, size_t len, char *err, size_t err_len);
 
 /* Wipes every value and frees. NULL is a no-op. */

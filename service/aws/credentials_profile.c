@@ -11,6 +11,17 @@
 #include "service/aws/credentials_source.h"
 #include "service/aws/credentials_sts.h"
 #include "service/aws/credentials_web_identity.h"
+#include "service/text.h"
+
+/* A name from the files, quoted for a message (names are not secrets, but may hold anything). */
+typedef struct quoted {
+    char s[PGW_TEXT_QUOTE_SIZE(64)];
+} quoted;
+
+static const char *q64(const char *name, quoted *q)
+{
+    return pgw_text_quote_str(name, 64, q->s, sizeof(q->s));
+}
 
 /* --- looking things up --- */
 
@@ -152,8 +163,9 @@ static pgw_credentials_provider *static_keys(const pgw_ini *config, const pgw_in
     const char *secret =
         pgw_credentials_profile_get(config, credentials, name, "aws_secret_access_key");
     if (!akid || !*akid || !secret || !*secret) {
-        snprintf(err, err_len, "profile \"%.64s\" has no aws_access_key_id/aws_secret_access_key",
-                 name);
+        quoted qa;
+        snprintf(err, err_len, "profile \"%s\" has no aws_access_key_id/aws_secret_access_key",
+                 q64(name, &qa));
         return NULL;
     }
     pgw_credentials *creds = pgw_credentials_new(
@@ -176,16 +188,18 @@ static pgw_credentials_provider *role_source(pgw_http_client *http, const pgw_in
     const char *credential_source =
         pgw_credentials_profile_get(config, credentials, name, "credential_source");
     if (source_profile && credential_source) {
-        snprintf(err, err_len, "profile \"%.64s\" sets both source_profile and credential_source",
-                 name);
+        quoted qa;
+        snprintf(err, err_len, "profile \"%s\" sets both source_profile and credential_source",
+                 q64(name, &qa));
         return NULL;
     }
     if (source_profile) {
         if (strcmp(source_profile, name) == 0)
             return static_keys(config, credentials, name, err, err_len);
         if (!pgw_credentials_profile_exists(config, credentials, source_profile)) {
-            snprintf(err, err_len, "profile \"%.64s\": source_profile \"%.64s\" not found", name,
-                     source_profile);
+            quoted qa, qb;
+            snprintf(err, err_len, "profile \"%s\": source_profile \"%s\" not found",
+                     q64(name, &qa), q64(source_profile, &qb));
             return NULL;
         }
         return resolve(http, config, credentials, source_profile, depth + 1, err, err_len);
@@ -200,19 +214,25 @@ static pgw_credentials_provider *role_source(pgw_http_client *http, const pgw_in
         else if (strcmp(credential_source, "EcsContainer") == 0)
             p = pgw_credentials_provider_container_from_env(http, err, err_len);
         else {
-            snprintf(err, err_len, "profile \"%.64s\": unknown credential_source \"%.32s\"", name,
-                     credential_source);
+            quoted qa, qb;
+            snprintf(err, err_len, "profile \"%s\": unknown credential_source \"%s\"",
+                     q64(name, &qa), q64(credential_source, &qb));
             return NULL;
         }
-        if (!p && !err[0])
-            snprintf(err, err_len, "profile \"%.64s\": credential_source %.32s is not available",
-                     name, credential_source);
+        if (!p && !err[0]) {
+            quoted qa, qb;
+            snprintf(err, err_len, "profile \"%s\": credential_source %s is not available",
+                     q64(name, &qa), q64(credential_source, &qb));
+        }
         return p;
     }
-    snprintf(err, err_len,
-             "profile \"%.64s\" has role_arn but no source_profile, credential_source or "
-             "web_identity_token_file",
-             name);
+    {
+        quoted qa;
+        snprintf(err, err_len,
+                 "profile \"%s\" has role_arn but no source_profile, credential_source or "
+                 "web_identity_token_file",
+                 q64(name, &qa));
+    }
     return NULL;
 }
 
@@ -221,8 +241,9 @@ static pgw_credentials_provider *resolve(pgw_http_client *http, const pgw_ini *c
                                          char *err, size_t err_len)
 {
     if (depth > PGW_PROFILE_MAX_DEPTH) {
-        snprintf(err, err_len, "profile \"%.64s\": source_profile chain longer than %d (a loop?)",
-                 name, PGW_PROFILE_MAX_DEPTH);
+        quoted qa;
+        snprintf(err, err_len, "profile \"%s\": source_profile chain longer than %d (a loop?)",
+                 q64(name, &qa), PGW_PROFILE_MAX_DEPTH);
         return NULL;
     }
     const char *role_arn = pgw_credentials_profile_get(config, credentials, name, "role_arn");
@@ -277,15 +298,21 @@ static pgw_credentials_provider *resolve(pgw_http_client *http, const pgw_ini *c
     if (pgw_credentials_profile_get(config, credentials, name, "aws_access_key_id"))
         return static_keys(config, credentials, name, err, err_len);
     if (pgw_credentials_profile_get(config, credentials, name, "credential_process")) {
-        snprintf(err, err_len, "profile \"%.64s\": credential_process is not supported", name);
+        quoted qa;
+        snprintf(err, err_len, "profile \"%s\": credential_process is not supported",
+                 q64(name, &qa));
         return NULL;
     }
     if (pgw_credentials_profile_get(config, credentials, name, "sso_start_url") ||
         pgw_credentials_profile_get(config, credentials, name, "sso_session")) {
-        snprintf(err, err_len, "profile \"%.64s\": SSO profiles are not supported", name);
+        quoted qa;
+        snprintf(err, err_len, "profile \"%s\": SSO profiles are not supported", q64(name, &qa));
         return NULL;
     }
-    snprintf(err, err_len, "profile \"%.64s\" has no credentials", name);
+    {
+        quoted qa;
+        snprintf(err, err_len, "profile \"%s\" has no credentials", q64(name, &qa));
+    }
     return NULL;
 }
 
@@ -296,7 +323,9 @@ pgw_credentials_provider *pgw_credentials_provider_profile_new(pgw_http_client *
                                                                size_t err_len)
 {
     if (!pgw_credentials_profile_exists(config, credentials, name)) {
-        snprintf(err, err_len, "profile \"%.64s\" not found in the shared config files", name);
+        quoted qa;
+        snprintf(err, err_len, "profile \"%s\" not found in the shared config files",
+                 q64(name, &qa));
         return NULL;
     }
     return resolve(http, config, credentials, name, 0, err, err_len);
@@ -387,8 +416,11 @@ pgw_credentials_provider *pgw_credentials_provider_profile_from_env(pgw_http_cli
         has_credentials |= pgw_credentials_profile_get(config, credentials, name, keys[i]) != NULL;
     if (has_credentials)
         p = pgw_credentials_provider_profile_new(http, config, credentials, name, err, err_len);
-    else if (explicit_name && !pgw_credentials_profile_exists(config, credentials, name))
-        snprintf(err, err_len, "AWS_PROFILE \"%.64s\" not found in the shared config files", name);
+    else if (explicit_name && !pgw_credentials_profile_exists(config, credentials, name)) {
+        quoted qa;
+        snprintf(err, err_len, "AWS_PROFILE \"%s\" not found in the shared config files",
+                 q64(name, &qa));
+    }
     pgw_ini_free(config);
     pgw_ini_free(credentials);
     return p;

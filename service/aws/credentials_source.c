@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "service/text.h"
+
 static int digits(const char **p, int n, int *out)
 {
     int v = 0;
@@ -178,9 +180,17 @@ pgw_credentials *pgw_credentials_from_json(const char *body, size_t len, const c
     const char *expiration = json_string_value(json_object_get(root, "Expiration"));
     int64_t expires = 0;
     if (code && strcmp(code, "Success") != 0) {
-        snprintf(err, err_len, "the answer's Code is \"%.64s\", not Success", code);
+        char q[PGW_TEXT_QUOTE_SIZE(64)];
+        snprintf(err, err_len, "the answer's Code is \"%s\", not Success",
+                 pgw_text_quote_str(code, 64, q, sizeof(q)));
     } else if (!akid || !*akid || !secret || !*secret) {
         snprintf(err, err_len, "the answer lacks AccessKeyId or SecretAccessKey");
+    } else if (!pgw_credentials_usable(akid, secret, token)) {
+        /* Found by fuzz_credentials_imds: a CR/LF in the key id or the token would have gone
+         * into a request header. */
+        snprintf(err, err_len,
+                 "the answer's AccessKeyId or Token holds characters a request header cannot "
+                 "carry");
     } else if (expiration && pgw_credentials_parse_time(expiration, &expires) != 0) {
         snprintf(err, err_len, "the answer's Expiration is not an ISO 8601 time");
     } else {

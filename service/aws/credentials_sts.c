@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "service/aws/arn.h"
 #include "service/aws/credentials_source.h"
 #include "service/aws/sigv4.h"
 #include "service/clock.h"
+#include "service/text.h"
 
 int pgw_sts_endpoint(const char *region, char *url, size_t url_len)
 {
@@ -20,6 +22,10 @@ int pgw_sts_endpoint(const char *region, char *url, size_t url_len)
     int n;
     if (override)
         n = snprintf(url, url_len, "%s", override);
+    else if (region && *region && !pgw_arn_region_valid(region, strlen(region)))
+        /* The region becomes part of the host name (from AWS_REGION or a profile's "region"):
+         * "evil.example/x#" would send the signed call elsewhere (found by fuzz_url). */
+        return -1;
     else if (!region || !*region)
         n = snprintf(url, url_len, "https://sts.amazonaws.com/");
     else
@@ -106,9 +112,12 @@ int pgw_sts_parse_answer(long http_status, const char *body, size_t len, const c
         xmlNode *e = find_element(root, "Error", 0);
         xmlChar *code = child_text(e, "Code");
         xmlChar *msg = child_text(e, "Message");
-        snprintf(err, err_len, "STS answered HTTP %ld: %.64s: %.200s", http_status,
-                 code ? (const char *)code : "UnknownError",
-                 msg ? (const char *)msg : "no message");
+        /* Quoted: the answer's text may hold control characters, and a cut could split a
+         * character, which the JSON log line quoting this message would refuse. */
+        char qc[PGW_TEXT_QUOTE_SIZE(64)], qm[PGW_TEXT_QUOTE_SIZE(200)];
+        snprintf(err, err_len, "STS answered HTTP %ld: %s: %s", http_status,
+                 code ? pgw_text_quote_str((const char *)code, 64, qc, sizeof(qc)) : "UnknownError",
+                 msg ? pgw_text_quote_str((const char *)msg, 200, qm, sizeof(qm)) : "no message");
         xmlFree(code);
         xmlFree(msg);
     } else {
@@ -130,7 +139,9 @@ int pgw_sts_parse_answer(long http_status, const char *body, size_t len, const c
             if (*out)
                 rc = 0;
             else
-                snprintf(err, err_len, "STS answer has empty credentials");
+                snprintf(err, err_len,
+                         "STS answer's credentials are empty or hold characters a request "
+                         "header cannot carry");
         }
         wipe_xml_string(akid);
         wipe_xml_string(secret);

@@ -18,7 +18,8 @@
 #define PGW_STS_URL_MAX    512
 
 /* Writes the STS endpoint URL for `region` (may be NULL) into url. Reads the AWS_ENDPOINT_URL*
- * environment. Returns 0, or -1 when it does not fit. */
+ * environment. Returns 0, or -1 when it does not fit or, without an override, when region is
+ * not a valid AWS region name (it becomes part of the host name). */
 int pgw_sts_endpoint(const char *region, char *url, size_t url_len);
 
 /* The signing region for an STS endpoint: `region` when known, else "us-east-1" (the global

@@ -6,6 +6,7 @@
 
 #include "service/aws/credentials_source.h"
 #include "service/aws/credentials_sts.h"
+#include "service/text.h"
 
 typedef struct web_identity_provider {
     pgw_credentials_provider base;
@@ -103,7 +104,11 @@ pgw_credentials_provider_web_identity_new(const pgw_credentials_web_identity_opt
         return NULL;
     }
     if (pgw_sts_endpoint(o->region, w->url, sizeof(w->url)) != 0) {
-        snprintf(err, err_len, "the STS endpoint URL is too long");
+        char q[PGW_TEXT_QUOTE_SIZE(32)];
+        snprintf(err, err_len,
+                 "no STS endpoint: region \"%s\" is not a valid AWS region name, or the URL is "
+                 "too long",
+                 pgw_text_quote_str(o->region, 32, q, sizeof(q)));
         wi_destroy(&w->base);
         return NULL;
     }

@@ -166,6 +166,20 @@ static void test_normalize(void)
                                        "Code\xff",
                                        12, out, sizeof(out)) == 12);
     CHECK_STR(out, "Tab?In?Code?");
+    /* A cut that lands on blanks drops them too, so the result normalises to itself (found
+     * by fuzz_aws_error: a 200-byte type with spaces at the cut). */
+    CHECK(pgw_aws_error_normalize_code("ABC  DEF", 8, tiny, sizeof(tiny)) == 3);
+    CHECK_STR(tiny, "ABC");
+    CHECK(pgw_aws_error_normalize_code("AB\t DEF", 7, tiny, sizeof(tiny)) == 2);
+    CHECK_STR(tiny, "AB");
+    char again[5];
+    CHECK(pgw_aws_error_normalize_code(tiny, strlen(tiny), again, sizeof(again)) == 2);
+    CHECK_STR(again, "AB");
+    pgw_aws_error e;
+    char body[400];
+    snprintf(body, sizeof(body), "{\"__type\":\"%0126d   Throttling\"}", 7);
+    pgw_aws_error_parse(400, NULL, body, strlen(body), &e);
+    CHECK(strlen(e.code) == 126 && e.code[125] == '7');
 }
 
 static int printable_utf8(const char *s)

@@ -196,6 +196,42 @@ static void check_sane(const uint8_t *buf, size_t len, const pgw_cache_entry *d)
               strlen(d->error_code) <= PGW_CACHE_ENTRY_MAX_CODE);
 }
 
+/* Strings that are not UTF-8 make the entry a miss (and cannot be written): the HTTP
+ * frontend puts them into a JSON error body, which jansson cannot build from invalid UTF-8, so
+ * a NOT_FOUND from such a Redis value became a 500 "out of memory". Found by
+ * fuzz_cache_entry's invariant. */
+static void test_strings_must_be_utf8(void)
+{
+    uint8_t buf[256];
+    pgw_cache_entry d;
+    static const uint8_t bad[][12] = {
+        {0, 1, 'A', 0, 1, 0xff, 0, 0},             /* message: never valid */
+        {0, 1, 0xc3, 0, 1, 'b', 0, 0},             /* code: cut sequence */
+        {0, 1, 'A', 0, 1, 'b', 0, 2, 0xc0, 0xaf},  /* request id: overlong */
+        {0, 1, 'A', 0, 3, 0xed, 0xa0, 0x80, 0, 0}, /* message: surrogate */
+    };
+    static const size_t bad_len[] = {8, 8, 10, 10};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        size_t n = raw_entry(buf, 1, 2, 0, bad[i], (uint32_t)bad_len[i], (uint32_t)bad_len[i]);
+        CHECK(pgw_cache_entry_decode(buf, n, &d) == -1);
+    }
+    const uint8_t utf8[] = {0, 1, 'A', 0, 2, 0xc3, 0xa9, 0, 0};
+    size_t n = raw_entry(buf, 1, 2, 0, utf8, sizeof utf8, sizeof utf8);
+    CHECK(pgw_cache_entry_decode(buf, n, &d) == 0);
+    CHECK_STR(d.message, "\xc3\xa9");
+
+    pgw_cache_entry e;
+    memset(&e, 0, sizeof e);
+    e.kind = PGW_CACHE_ENTRY_NEGATIVE;
+    strcpy(e.message, "\xff");
+    size_t len;
+    CHECK(pgw_cache_entry_encode(&e, &len) == NULL);
+    strcpy(e.message, "caf\xc3\xa9");
+    uint8_t *out = pgw_cache_entry_encode(&e, &len);
+    CHECK(out != NULL);
+    free(out);
+}
+
 static void test_fuzz(void)
 {
     srand(12345);
@@ -283,6 +319,7 @@ int main(void)
     test_round_trips();
     test_encode_rejects();
     test_decode_rejects();
+    test_strings_must_be_utf8();
     test_fuzz();
     test_freshness();
     return pgw_test_finish("test_cache_entry");

@@ -64,6 +64,11 @@ static void test_errors(void)
     CHECK(pgw_ini_get(ini, "default", "x") == NULL);
     pgw_ini_free(ini);
     CHECK(pgw_ini_get(NULL, "default", "x") == NULL);
+    /* A NUL byte is refused: "[default\0x]" would otherwise read as "[default]" (found by
+     * fuzz_credentials_ini). */
+    const char nul[] = "[dev]\nk = v\n[default\0x]\naws_access_key_id = A\n";
+    CHECK(pgw_ini_parse(nul, sizeof(nul) - 1, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "line 3") != NULL && strstr(err, "NUL") != NULL);
 }
 
 static void test_profile_lookup(void)
@@ -108,10 +113,26 @@ static void test_profile_lookup(void)
     pgw_ini_free(creds);
 }
 
+/* Names from the files are quoted in messages, so a message (logged as JSON) stays printable
+ * whatever the file holds (fuzz_credentials_ini checks it on every resolution). */
+static void test_profile_errors_quoted(void)
+{
+    const char text[] = "[a\x1b[31m\xff]\nrole_arn = r\nsource_profile = gone\xc3\n";
+    char err[400] = "";
+    pgw_ini *ini = pgw_ini_parse(text, sizeof(text) - 1, err, sizeof(err));
+    CHECK(ini != NULL);
+    pgw_credentials_provider *p =
+        pgw_credentials_provider_profile_new(NULL, NULL, ini, "a\x1b[31m\xff", err, sizeof(err));
+    CHECK(p == NULL);
+    CHECK_STR(err, "profile \"a\\x1b[31m\\xff\": source_profile \"gone\\xc3\" not found");
+    pgw_ini_free(ini);
+}
+
 int main(void)
 {
     test_basic_rules();
     test_errors();
     test_profile_lookup();
+    test_profile_errors_quoted();
     return pgw_test_finish("test_credentials_ini");
 }

@@ -4,7 +4,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "service/aws/credentials_chain.h"
 #include "service/aws/credentials_container.h"
+#include "service/aws/credentials_imds.h"
 #include "service/aws/credentials_source.h"
 #include "service/aws/credentials_sts.h"
 #include "test_util.h"
@@ -143,6 +145,111 @@ static void test_sts_endpoint(void)
     CHECK_STR(url, "http://127.0.0.1:10/");
     unsetenv("AWS_ENDPOINT_URL_STS");
     unsetenv("AWS_ENDPOINT_URL");
+    /* The region goes into the host name: anything but a region name is refused (found by
+     * fuzz_url: "us-east\r1", "evil.example/x#" made a URL to another host). */
+    static const char *const bad[] = {
+        "evil.example/x#", "us-east-1.evil.example", "us-east\r1", "us east-1",
+        "US-EAST-1",       "us-east-1:443",          "x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK(pgw_sts_endpoint(bad[i], url, sizeof(url)) == -1);
+    CHECK(pgw_sts_endpoint("us-gov-west-1", url, sizeof(url)) == 0);
+    CHECK_STR(url, "https://sts.us-gov-west-1.amazonaws.com/");
+    /* An explicit endpoint override is the operator's choice: the region does not matter. */
+    setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:10/", 1);
+    CHECK(pgw_sts_endpoint("evil.example/x#", url, sizeof(url)) == 0);
+    unsetenv("AWS_ENDPOINT_URL_STS");
+}
+
+/* Key ids and session tokens go into request headers: a CR/LF, space, NUL or non-ASCII byte in
+ * one from STS, IMDS or a container endpoint is refused (found by fuzz_credentials_sts and
+ * fuzz_credentials_imds). */
+static void test_header_unsafe_credentials(void)
+{
+    CHECK(pgw_credentials_usable("AKID", "secret", NULL));
+    CHECK(pgw_credentials_usable("AKID", "se cr\net", "tok/+=="));
+    CHECK(!pgw_credentials_usable("AKID\r\nX-Injected: 1", "s", NULL));
+    CHECK(!pgw_credentials_usable("AKID", "s", "tok\n"));
+    CHECK(!pgw_credentials_usable("AK ID", "s", NULL));
+    CHECK(!pgw_credentials_usable("AK\xc3\xa9", "s", NULL));
+    CHECK(!pgw_credentials_usable("", "s", NULL));
+    CHECK(!pgw_credentials_usable("AKID", "", NULL));
+    CHECK(pgw_credentials_new("AKID\n", "s", NULL, 0, "t") == NULL);
+
+    pgw_credentials *c = NULL;
+    char err[400] = "";
+    char xml[1024];
+    snprintf(xml, sizeof(xml),
+             "<R><Credentials><AccessKeyId>ASIA&#13;&#10;X-Injected: 1</AccessKeyId>"
+             "<SecretAccessKey>s</SecretAccessKey><SessionToken>t</SessionToken>"
+             "<Expiration>2030-01-02T03:04:05Z</Expiration></Credentials></R>");
+    CHECK(pgw_sts_parse_answer(200, xml, strlen(xml), "t", &c, err, sizeof(err)) == -1);
+    CHECK(c == NULL && strstr(err, "header") != NULL);
+
+    const char json[] = "{\"AccessKeyId\":\"ASIA\",\"SecretAccessKey\":\"s\","
+                        "\"Token\":\"tok\\r\\nX-Injected: 1\"}";
+    c = pgw_credentials_from_json(json, sizeof(json) - 1, "imds", err, sizeof(err));
+    CHECK(c == NULL && strstr(err, "header") != NULL);
+}
+
+/* An STS error's code and message are quoted: printable, bounded, never split inside a
+ * character (the JSON log line would refuse it). */
+static void test_sts_error_quoted(void)
+{
+    pgw_credentials *c = NULL;
+    char err[400] = "";
+    const char xml[] = "<ErrorResponse><Error><Code>Bad&#10;Code</Code><Message>caf\xc3\xa9&#9;"
+                       "\x7f\"</Message></Error></ErrorResponse>";
+    CHECK(pgw_sts_parse_answer(403, xml, sizeof(xml) - 1, "t", &c, err, sizeof(err)) == -1);
+    CHECK_STR(err, "STS answered HTTP 403: Bad\\x0aCode: caf\\xc3\\xa9\\x09\\x7f\\\"");
+}
+
+/* IMDS answers: the session token goes into a header, the role name into the next URL. */
+static void test_imds_parts(void)
+{
+    char tok[PGW_IMDS_MAX_TOKEN + 1];
+    CHECK(pgw_imds_parse_token("AQAEAH-_==", 10, tok, sizeof(tok)) == 0);
+    CHECK_STR(tok, "AQAEAH-_==");
+    CHECK(pgw_imds_parse_token("ab\0cd", 5, tok, sizeof(tok)) == -1 && tok[0] == '\0');
+    CHECK(pgw_imds_parse_token("ab\x01", 3, tok, sizeof(tok)) == -1);
+    CHECK(pgw_imds_parse_token("ab cd", 5, tok, sizeof(tok)) == -1);
+    CHECK(pgw_imds_parse_token("ab\r\nX: y", 9, tok, sizeof(tok)) == -1);
+    CHECK(pgw_imds_parse_token("", 0, tok, sizeof(tok)) == -1);
+    char big[PGW_IMDS_MAX_TOKEN + 1];
+    memset(big, 'a', sizeof(big));
+    CHECK(pgw_imds_parse_token(big, PGW_IMDS_MAX_TOKEN, tok, sizeof(tok)) == 0);
+    CHECK(pgw_imds_parse_token(big, PGW_IMDS_MAX_TOKEN + 1, tok, sizeof(tok)) == -1);
+
+    char role[PGW_IMDS_MAX_ROLE + 1];
+    CHECK(pgw_imds_parse_role("my.role@x+y=z,w_1-2 \r\nsecond", 29, role, sizeof(role)) == 0);
+    CHECK_STR(role, "my.role@x+y=z,w_1-2");
+    static const char *const bad[] = {"..",   ".",   "a/b",   "a?b", "a#b",
+                                      "a%2e", "a b", "a\x01", "\n",  ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CHECK(pgw_imds_parse_role(bad[i], strlen(bad[i]), role, sizeof(role)) == -1);
+        CHECK(role[0] == '\0');
+    }
+    CHECK(pgw_imds_parse_role("a\0b", 3, role, sizeof(role)) == -1);
+    char name65[66];
+    memset(name65, 'r', 65);
+    name65[65] = '\0';
+    CHECK(pgw_imds_parse_role(name65, 64, role, sizeof(role)) == 0);
+    CHECK(pgw_imds_parse_role(name65, 65, role, sizeof(role)) == -1);
+}
+
+/* Environment keys that are set but unusable are an error of that source, not a reason to
+ * fall through to the next one. */
+static void test_chain_env_unusable(void)
+{
+    setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE\n", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "secret", 1);
+    pgw_credentials_chain_options o = {0};
+    pgw_credentials_source_kind kind = PGW_CREDENTIALS_SOURCE_NONE;
+    char err[500] = "";
+    CHECK(pgw_credentials_chain_new(&o, &kind, err, sizeof(err)) == NULL);
+    CHECK(kind == PGW_CREDENTIALS_SOURCE_ENVIRONMENT);
+    CHECK(strstr(err, "AWS_ACCESS_KEY_ID") != NULL && strstr(err, "line break") != NULL);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
 }
 
 static void test_secret_file(void)
@@ -173,5 +280,9 @@ int main(void)
     test_container_allow_list();
     test_sts_endpoint();
     test_secret_file();
+    test_header_unsafe_credentials();
+    test_sts_error_quoted();
+    test_imds_parts();
+    test_chain_env_unusable();
     return pgw_test_finish("test_credentials_parse");
 }
