@@ -1,6 +1,5 @@
 #include "service/aws/credentials_chain.h"
 
-#include <libxml/parser.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -33,8 +32,6 @@ pgw_credentials_provider *pgw_credentials_chain_new(const pgw_credentials_chain_
                                                     pgw_credentials_source_kind *kind_out,
                                                     char *err, size_t err_len)
 {
-    /* libxml2 sets up its globals here, on the main thread, before any thread parses. */
-    xmlInitParser();
     char why[400] = "";
     pgw_credentials_source_kind kind = PGW_CREDENTIALS_SOURCE_NONE;
     pgw_credentials_provider *source = NULL;

@@ -1,8 +1,8 @@
 #include "service/aws/credentials_sts.h"
 
 #include <curl/curl.h>
-#include <libxml/parser.h>
-#include <libxml/tree.h>
+#include <expat.h>
+#include <malloc.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,51 +44,168 @@ void pgw_sts_default_session_name(char *out, size_t out_len)
     snprintf(out, out_len, "personalize-gateway-%lld", (long long)pgw_now_wall_ms());
 }
 
-/* --- the XML answer --- */
+/* --- the XML answer ---
+ *
+ * Parsed with expat, as a stream: only the first <Error> (any answer but a 200) or the first
+ * <Credentials> (a 200) element is looked for, within the first STS_MAX_DEPTH levels, and the
+ * full text of its named direct children is kept. Element names are compared by their local
+ * part (namespace processing on: "uri\x01local"). A DOCTYPE refuses the document: STS sends
+ * none, and without one no entity can be declared, so none is expanded or fetched. expat's
+ * own buffers hold the answer's bytes (the secrets): its allocator wipes every block it frees. */
 
-static int name_is(const xmlNode *n, const char *name)
+#define STS_MAX_DEPTH 16
+#define STS_NS_SEP    '\x01'
+
+enum { F_CODE, F_MESSAGE, F_AKID, F_SECRET, F_TOKEN, F_EXPIRATION, F_COUNT };
+static const char *const FIELD_NAMES[F_COUNT] = {
+    "Code", "Message", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration",
+};
+
+typedef struct sts_text {
+    char *s; /* NUL-terminated, or NULL when the element never appeared */
+    size_t len, cap;
+} sts_text;
+
+typedef struct sts_sax {
+    XML_Parser parser;
+    const char *container; /* "Error" or "Credentials" */
+    int first_field, n_fields;
+    int depth;           /* of the element being parsed; the root is 1 */
+    int container_depth; /* 0: not entered yet; -1: the first one is over */
+    int capturing;       /* the field whose text is being read, or -1 */
+    int capture_depth;
+    int failed; /* out of memory, or a DOCTYPE */
+    sts_text fields[F_COUNT];
+} sts_sax;
+
+static void *wiping_malloc(size_t n)
 {
-    return n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, name) == 0;
+    return malloc(n);
 }
 
-/* The first element named `name` under n (depth first), or NULL. */
-static xmlNode *find_element(xmlNode *n, const char *name, int depth)
+static void wiping_free(void *p)
 {
-    for (; n && depth < 16; n = n->next) {
-        if (name_is(n, name))
-            return n;
-        xmlNode *found = find_element(n->children, name, depth + 1);
-        if (found)
-            return found;
+    if (p) {
+        OPENSSL_cleanse(p, malloc_usable_size(p));
+        free(p);
     }
-    return NULL;
 }
 
-/* The text of the child element `name` of parent (heap, free with wipe_xml_string), or NULL. */
-static xmlChar *child_text(xmlNode *parent, const char *name)
+/* Never realloc: a moved block would leave the old copy unwiped. */
+static void *wiping_realloc(void *p, size_t n)
 {
-    for (xmlNode *c = parent ? parent->children : NULL; c; c = c->next)
-        if (name_is(c, name))
-            return xmlNodeGetContent(c);
-    return NULL;
+    if (!p)
+        return malloc(n);
+    void *q = malloc(n);
+    if (!q)
+        return NULL;
+    size_t old = malloc_usable_size(p);
+    memcpy(q, p, old < n ? old : n);
+    wiping_free(p);
+    return q;
 }
 
-static void wipe_xml_string(xmlChar *s)
+static const XML_Memory_Handling_Suite WIPING_MEMORY = {wiping_malloc, wiping_realloc, wiping_free};
+
+static const char *local_name(const XML_Char *name)
 {
-    if (s) {
-        OPENSSL_cleanse(s, strlen((const char *)s));
-        xmlFree(s);
+    const char *sep = strrchr(name, STS_NS_SEP);
+    return sep ? sep + 1 : name;
+}
+
+static void sax_stop(sts_sax *x)
+{
+    x->failed = 1;
+    XML_StopParser(x->parser, XML_FALSE);
+}
+
+static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **attrs)
+{
+    sts_sax *x = ud;
+    x->depth++;
+    if (x->capturing >= 0)
+        return; /* an element inside a field: its text is part of the field's */
+    const char *local = local_name(name);
+    if (x->container_depth == 0 && x->depth <= STS_MAX_DEPTH && strcmp(local, x->container) == 0) {
+        x->container_depth = x->depth;
+    } else if (x->container_depth > 0 && x->depth == x->container_depth + 1) {
+        for (int f = x->first_field; f < x->first_field + x->n_fields; f++)
+            if (!x->fields[f].s && strcmp(local, FIELD_NAMES[f]) == 0) {
+                x->fields[f].s = calloc(1, 1);
+                if (!x->fields[f].s) {
+                    sax_stop(x);
+                    return;
+                }
+                x->capturing = f;
+                x->capture_depth = x->depth;
+                return;
+            }
     }
 }
 
-/* Wipes every text node under n: the tree holds the secrets until xmlFreeDoc. */
-static void wipe_tree(xmlNode *n, int depth)
+static void XMLCALL on_end(void *ud, const XML_Char *name)
 {
-    for (; n && depth < 32; n = n->next) {
-        if ((n->type == XML_TEXT_NODE || n->type == XML_CDATA_SECTION_NODE) && n->content)
-            OPENSSL_cleanse(n->content, strlen((const char *)n->content));
-        wipe_tree(n->children, depth + 1);
+    sts_sax *x = ud;
+    if (x->capturing >= 0 && x->depth == x->capture_depth)
+        x->capturing = -1;
+    if (x->container_depth > 0 && x->depth == x->container_depth)
+        x->container_depth = -1;
+    x->depth--;
+}
+
+static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
+{
+    sts_sax *x = ud;
+    if (x->capturing < 0 || len <= 0)
+        return;
+    sts_text *t = &x->fields[x->capturing];
+    if (t->len + (size_t)len + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 64;
+        while (cap < t->len + (size_t)len + 1)
+            cap *= 2;
+        char *grown = wiping_realloc(t->s, cap);
+        if (!grown) {
+            sax_stop(x);
+            return;
+        }
+        t->s = grown;
+        t->cap = cap;
     }
+    memcpy(t->s + t->len, s, (size_t)len);
+    t->len += (size_t)len;
+    t->s[t->len] = '\0';
+}
+
+static void XMLCALL on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
+                               const XML_Char *pubid, int has_internal_subset)
+{
+    sax_stop(ud);
+}
+
+/* Parses body, keeping the fields of the first `container`. Returns 0 when the document is
+ * well-formed XML without a DOCTYPE, else -1. */
+static int sts_sax_parse(sts_sax *x, const char *body, size_t len)
+{
+    if (len == 0)
+        return -1;
+    static const XML_Char ns_sep[] = {STS_NS_SEP, 0};
+    x->parser = XML_ParserCreate_MM(NULL, &WIPING_MEMORY, ns_sep);
+    if (!x->parser)
+        return -1;
+    XML_SetUserData(x->parser, x);
+    XML_SetElementHandler(x->parser, on_start, on_end);
+    XML_SetCharacterDataHandler(x->parser, on_text);
+    XML_SetStartDoctypeDeclHandler(x->parser, on_doctype);
+    int ok = XML_Parse(x->parser, body, (int)len, XML_TRUE) == XML_STATUS_OK && !x->failed;
+    XML_ParserFree(x->parser);
+    x->parser = NULL;
+    return ok ? 0 : -1;
+}
+
+static void sts_sax_free(sts_sax *x)
+{
+    for (int f = 0; f < F_COUNT; f++)
+        wiping_free(x->fields[f].s);
 }
 
 int pgw_sts_parse_answer(long http_status, const char *body, size_t len, const char *source,
@@ -99,43 +216,36 @@ int pgw_sts_parse_answer(long http_status, const char *body, size_t len, const c
         snprintf(err, err_len, "STS answered HTTP %ld with an oversized body", http_status);
         return -1;
     }
-    /* NONET: no external fetches; no NOENT: entities are not expanded; NOERROR/NOWARNING:
-     * libxml2 must not print parts of the document (it may hold secrets) to stderr. */
-    xmlDoc *doc = len ? xmlReadMemory(body, (int)len, "sts.xml", NULL,
-                                      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING)
-                      : NULL;
-    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    int ok_status = http_status == 200;
+    sts_sax x = {
+        .container = ok_status ? "Credentials" : "Error",
+        .first_field = ok_status ? F_AKID : F_CODE,
+        .n_fields = ok_status ? 4 : 2,
+        .capturing = -1,
+    };
     int rc = -1;
-    if (!root) {
+    if (sts_sax_parse(&x, body, len) != 0) {
         snprintf(err, err_len, "STS answered HTTP %ld without a readable XML body", http_status);
-    } else if (http_status != 200) {
-        xmlNode *e = find_element(root, "Error", 0);
-        xmlChar *code = child_text(e, "Code");
-        xmlChar *msg = child_text(e, "Message");
+    } else if (!ok_status) {
+        const char *code = x.fields[F_CODE].s, *msg = x.fields[F_MESSAGE].s;
         /* Quoted: the answer's text may hold control characters, and a cut could split a
          * character, which the JSON log line quoting this message would refuse. */
         char qc[PGW_TEXT_QUOTE_SIZE(64)], qm[PGW_TEXT_QUOTE_SIZE(200)];
         snprintf(err, err_len, "STS answered HTTP %ld: %s: %s", http_status,
-                 code ? pgw_text_quote_str((const char *)code, 64, qc, sizeof(qc)) : "UnknownError",
-                 msg ? pgw_text_quote_str((const char *)msg, 200, qm, sizeof(qm)) : "no message");
-        xmlFree(code);
-        xmlFree(msg);
+                 code ? pgw_text_quote_str(code, 64, qc, sizeof(qc)) : "UnknownError",
+                 msg ? pgw_text_quote_str(msg, 200, qm, sizeof(qm)) : "no message");
     } else {
-        xmlNode *c = find_element(root, "Credentials", 0);
-        xmlChar *akid = child_text(c, "AccessKeyId");
-        xmlChar *secret = child_text(c, "SecretAccessKey");
-        xmlChar *token = child_text(c, "SessionToken");
-        xmlChar *exp = child_text(c, "Expiration");
+        const char *akid = x.fields[F_AKID].s, *secret = x.fields[F_SECRET].s,
+                   *token = x.fields[F_TOKEN].s, *exp = x.fields[F_EXPIRATION].s;
         int64_t expires_ms = 0;
-        if (!c || !akid || !secret || !token || !exp) {
+        if (!akid || !secret || !token || !exp) {
             snprintf(err, err_len,
                      "STS answer lacks Credentials (AccessKeyId, SecretAccessKey, "
                      "SessionToken, Expiration)");
-        } else if (pgw_credentials_parse_time((const char *)exp, &expires_ms) != 0) {
+        } else if (pgw_credentials_parse_time(exp, &expires_ms) != 0) {
             snprintf(err, err_len, "STS answer's Expiration is not an ISO 8601 time");
         } else {
-            *out = pgw_credentials_new((const char *)akid, (const char *)secret,
-                                       (const char *)token, expires_ms, source);
+            *out = pgw_credentials_new(akid, secret, token, expires_ms, source);
             if (*out)
                 rc = 0;
             else
@@ -143,14 +253,8 @@ int pgw_sts_parse_answer(long http_status, const char *body, size_t len, const c
                          "STS answer's credentials are empty or hold characters a request "
                          "header cannot carry");
         }
-        wipe_xml_string(akid);
-        wipe_xml_string(secret);
-        wipe_xml_string(token);
-        xmlFree(exp);
     }
-    if (root)
-        wipe_tree(root, 0);
-    xmlFreeDoc(doc);
+    sts_sax_free(&x);
     return rc;
 }
 

@@ -1,6 +1,6 @@
 /* AWS STS (query protocol) for the credentials sources: AssumeRoleWithWebIdentity (unsigned)
  * and AssumeRole (SigV4, service "sts"), over the event loop's HTTP client, answers parsed
- * with libxml2.
+ * with expat.
  *
  * Endpoint, as the AWS SDKs resolve it: AWS_ENDPOINT_URL_STS, else AWS_ENDPOINT_URL, else the
  * regional endpoint https://sts.<region>.amazonaws.com (".amazonaws.com.cn" for cn-* regions),

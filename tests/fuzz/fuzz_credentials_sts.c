@@ -1,4 +1,4 @@
-/* Fuzz target: STS answers (service/aws/credentials_sts.c, XML through libxml2). Input: one
+/* Fuzz target: STS answers (service/aws/credentials_sts.c, XML through expat). Input: one
  * byte picks the HTTP status (200, 400, 403, 500), the rest is the body. Invariants: a success
  * gives credentials whose key id and token can go into a header (fuzz_credentials_util.h); a
  * failure explains itself in a JSON-safe line (it is logged), bounded, and without the secret;

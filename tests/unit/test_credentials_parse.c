@@ -272,6 +272,44 @@ static void test_secret_file(void)
     CHECK(pgw_credentials_read_secret_file(path, 64, err, sizeof(err)) == NULL);
 }
 
+/* What the expat parser keeps: elements matched by local name (any namespace prefix), the
+ * first <Credentials> only, a field's whole text (CDATA and nested elements included), no
+ * field from deeper than a direct child; a DOCTYPE refuses the answer. */
+static void test_sts_xml_shapes(void)
+{
+    pgw_credentials *c = NULL;
+    char err[400] = "";
+    const char prefixed[] =
+        "<s:R xmlns:s=\"https://sts.amazonaws.com/doc/2011-06-15/\"><s:Result><s:Credentials>"
+        "<s:AccessKeyId>ASIA<![CDATA[PFX]]></s:AccessKeyId>"
+        "<s:SecretAccessKey>se<b>cr</b>et</s:SecretAccessKey><s:SessionToken>tok</s:SessionToken>"
+        "<s:Expiration>2030-01-02T03:04:05Z</s:Expiration></s:Credentials>"
+        "<s:Credentials><s:AccessKeyId>SECOND</s:AccessKeyId></s:Credentials></s:Result></s:R>";
+    CHECK(pgw_sts_parse_answer(200, prefixed, sizeof(prefixed) - 1, "t", &c, err, sizeof(err)) ==
+          0);
+    if (c) {
+        CHECK_STR(c->access_key_id, "ASIAPFX");
+        CHECK_STR(c->secret_access_key, "secret");
+        CHECK_STR(c->session_token, "tok");
+        pgw_credentials_unref(c);
+        c = NULL;
+    }
+    const char nested[] = "<R><Credentials><X><AccessKeyId>A</AccessKeyId></X>"
+                          "<SecretAccessKey>s</SecretAccessKey><SessionToken>t</SessionToken>"
+                          "<Expiration>2030-01-02T03:04:05Z</Expiration></Credentials></R>";
+    CHECK(pgw_sts_parse_answer(200, nested, sizeof(nested) - 1, "t", &c, err, sizeof(err)) == -1);
+    CHECK(c == NULL && strstr(err, "lacks Credentials") != NULL);
+    const char doctype[] = "<!DOCTYPE R><R><Credentials><AccessKeyId>A</AccessKeyId>"
+                           "<SecretAccessKey>s</SecretAccessKey><SessionToken>t</SessionToken>"
+                           "<Expiration>2030-01-02T03:04:05Z</Expiration></Credentials></R>";
+    CHECK(pgw_sts_parse_answer(200, doctype, sizeof(doctype) - 1, "t", &c, err, sizeof(err)) == -1);
+    CHECK(c == NULL && strstr(err, "readable XML") != NULL);
+    const char no_error[] = "<ErrorResponse><Other>x</Other></ErrorResponse>";
+    CHECK(pgw_sts_parse_answer(500, no_error, sizeof(no_error) - 1, "t", &c, err, sizeof(err)) ==
+          -1);
+    CHECK_STR(err, "STS answered HTTP 500: UnknownError: no message");
+}
+
 int main(void)
 {
     test_time();
@@ -282,6 +320,7 @@ int main(void)
     test_secret_file();
     test_header_unsafe_credentials();
     test_sts_error_quoted();
+    test_sts_xml_shapes();
     test_imds_parts();
     test_chain_env_unusable();
     return pgw_test_finish("test_credentials_parse");
