@@ -49,9 +49,16 @@ CONNECT_TIMEOUT_S = 120.0
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 
 
-def raise_fd_limit():
-    """Soft RLIMIT_NOFILE up to the hard limit (children inherit it); returns (soft, hard)."""
+def raise_fd_limit(want=0):
+    """Soft RLIMIT_NOFILE up to the hard limit (children inherit it); if that is below `want`,
+    both up to `want` where this process may (root, CAP_SYS_RESOURCE). Returns (soft, hard)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+        except (ValueError, OSError):
+            pass
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)

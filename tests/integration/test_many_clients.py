@@ -34,7 +34,7 @@ RUNNING = [ARN % ("running-%d" % i) for i in range(100)]
 
 
 def test_two_thousand_connections_polling_for_a_minute(gateway, fake_aws, redis_server, tmp_path):
-    soft, hard = mc.raise_fd_limit()
+    soft, hard = mc.raise_fd_limit(CONNECTIONS + 4096)
     # The gateway needs one descriptor per connection and a few hundred of its own.
     assert soft >= CONNECTIONS + 512, "RLIMIT_NOFILE hard limit %d is too low for %d connections" % (
         hard, CONNECTIONS)
