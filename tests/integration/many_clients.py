@@ -73,10 +73,9 @@ async def _worker(target, first, conns, arns, out_path):
     pb, _ = h.protos()
     hot, running = arns["hot"], arns["running"]
     channels = [grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(conns)]
-    stubs = [ch.unary_unary(h.GRPC_METHOD,
-                            request_serializer=pb.DescribeBatchInferenceJobRequest.SerializeToString,
-                            response_deserializer=pb.DescribeBatchInferenceJobResponse.FromString)
-             for ch in channels]
+    req_cls, resp_cls = pb.DescribeBatchInferenceJobRequest, pb.DescribeBatchInferenceJobResponse
+    stubs = [ch.unary_unary(h.GRPC_METHOD, request_serializer=req_cls.SerializeToString,
+                            response_deserializer=resp_cls.FromString) for ch in channels]
     t = time.monotonic()
     await asyncio.wait_for(asyncio.gather(*(ch.channel_ready() for ch in channels)),
                            CONNECT_TIMEOUT_S)
@@ -105,7 +104,7 @@ async def _worker(target, first, conns, arns, out_path):
             start = time.monotonic()
             if start >= end:
                 return
-            if k % MISS_EVERY == MISS_EVERY - 1:
+            if (n + k) % MISS_EVERY == 0:  # connections out of phase: misses from the start
                 arn = running[(n + k // MISS_EVERY) % len(running)]
             else:
                 arn = hot[(n + k) % len(hot)]
@@ -248,7 +247,8 @@ class Workers:
 def percentile(sorted_values, p):
     if not sorted_values:
         return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(round(p / 100.0 * (len(sorted_values) - 1))))]
+    i = int(round(p / 100.0 * (len(sorted_values) - 1)))
+    return sorted_values[min(len(sorted_values) - 1, i)]
 
 
 def latency_summary(sorted_ms):

@@ -20,14 +20,18 @@ anyway, service/main.c)."""
 import os
 import time
 
-import pgw_harness as h
 import many_clients as mc
+import pgw_harness as h
+import pgw_load as load
 
 CONNECTIONS = int(os.environ.get("PGW_MANY_CLIENTS_CONNECTIONS", "2000"))
 SECONDS = float(os.environ.get("PGW_MANY_CLIENTS_SECONDS", "60"))
 INTERVAL_S = float(os.environ.get("PGW_MANY_CLIENTS_INTERVAL_S", "1.0"))
 PROCESSES = 4
-MIN_CALLS_PER_QUARTER = 2  # per connection, in the window's first and in its last quarter
+# Calls each connection must have had answered in the window's first and in its last quarter:
+# 2 of the quarter's ~15 slots at the defaults; 1 when a shortened run leaves a quarter only a
+# few slots (a call that waited past its slot pushes the next one out of a 2 s quarter).
+MIN_CALLS_PER_QUARTER = 2 if SECONDS / 4 >= 4 * INTERVAL_S else 1
 ARN = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/many-%s"
 HOT = [ARN % ("hot-%d" % i) for i in range(20)]
 RUNNING = [ARN % ("running-%d" % i) for i in range(100)]
@@ -36,8 +40,8 @@ RUNNING = [ARN % ("running-%d" % i) for i in range(100)]
 def test_two_thousand_connections_polling_for_a_minute(gateway, fake_aws, redis_server, tmp_path):
     soft, hard = mc.raise_fd_limit(CONNECTIONS + 4096)
     # The gateway needs one descriptor per connection and a few hundred of its own.
-    assert soft >= CONNECTIONS + 512, "RLIMIT_NOFILE hard limit %d is too low for %d connections" % (
-        hard, CONNECTIONS)
+    assert soft >= CONNECTIONS + 512, "RLIMIT_NOFILE hard limit %d is too low for %d " \
+        "connections" % (hard, CONNECTIONS)
     for arn in HOT:
         fake_aws.add_job(arn, status="ACTIVE")
     for arn in RUNNING:
@@ -76,7 +80,7 @@ def test_two_thousand_connections_polling_for_a_minute(gateway, fake_aws, redis_
         cpu0 = mc.cpu_seconds(gw.pid)
 
         t0 = workers.go(SECONDS, INTERVAL_S)
-        samples = []  # (seconds since t0, connections open on the gateway, how many not in `opened`)
+        samples = []  # (s since t0, connections open on the gateway, how many not in `opened`)
         while time.monotonic() < t0 + SECONDS:
             time.sleep(min(2.0, max(0.0, t0 + SECONDS - time.monotonic())))
             now = mc.server_connections(gw.pid, port)
@@ -89,14 +93,15 @@ def test_two_thousand_connections_polling_for_a_minute(gateway, fake_aws, redis_
         conns = results["conns"]
         calls = sum(len(c["ok"]) + len(c["errors"]) for c in conns)
         lat = results["latencies_ms"]
-        print("%d connections, %d calls in %.0f s (%.0f/s), x-cache %s; %s; gateway CPU %.1f s "
-              "(%.0f us/call), RSS idle %.1f MiB, connected %.1f MiB, after polling %.1f MiB "
-              "(%.1f KiB per connection under ASan); connecting took %s s per worker" % (
-                  len(conns), calls, SECONDS, calls / SECONDS, results["x_cache"],
-                  mc.latency_summary(lat), cpu, 1e6 * cpu / max(calls, 1), rss_idle / 2**20,
-                  rss_connected / 2**20, rss_polled / 2**20,
-                  (rss_polled - rss_idle) / CONNECTIONS / 1024, workers.connect_s))
-        print("gateway connections sampled (s, open, new): %s" % samples)
+        load.record("many_clients", (
+            "%d connections, %d calls in %.0f s (%.0f/s), x-cache %s; %s; gateway CPU %.1f s "
+            "(%.0f us/call), RSS idle %.1f MiB, connected %.1f MiB, after polling %.1f MiB "
+            "(%.1f KiB per connection under ASan); connecting took %s s per worker") % (
+                len(conns), calls, SECONDS, calls / SECONDS, results["x_cache"],
+                mc.latency_summary(lat), cpu, 1e6 * cpu / max(calls, 1), rss_idle / 2**20,
+                rss_connected / 2**20, rss_polled / 2**20,
+                (rss_polled - rss_idle) / CONNECTIONS / 1024, workers.connect_s))
+        load.record("many_clients", "gateway connections sampled (s, open, new): %s" % samples)
 
         assert len(conns) == CONNECTIONS
         errors = [(i, e) for i, c in enumerate(conns) for e in c["errors"]]
