@@ -696,11 +696,16 @@ def plot(csv_rows, events, warmup_s, png, title):
                        ("deadline_exceeded", "tab:red"), ("cancelled", "tab:pink"),
                        ("watch_msgs", "tab:cyan"), ("unexpected", "black")):
         ax3.plot(t, [r[col] for r in csv_rows], lw=0.7, label=col, color=color)
-    ax3.set_ylabel("per second")
+    ax3.set_yscale("symlog", linthresh=10)
+    ax3.set_ylim(top=20000)  # room for the legend above the lines
+    ax3.set_ylabel("calls / messages per second")
     ax3.set_xlabel("seconds since the traffic started")
     ax3.legend(loc="upper left", fontsize=7, ncol=4)
     for ax in (ax1, ax2, ax3):
         ax.axvspan(0, warmup_s, color="0.92", lw=0)
+        for name, at in events:
+            if name.startswith("quiet"):
+                ax.axvspan(at, at + QUIET_S, color="0.85", lw=0)
         ax.grid(True, lw=0.3)
         for name, at in events:
             if name == "redis restart":
@@ -715,6 +720,20 @@ def plot(csv_rows, events, warmup_s, png, title):
     ax1.text(warmup_s / 2, ymax, "warm-up", ha="center", va="top", fontsize=8, color="0.4")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
+
+
+def replot(a):
+    import csv
+
+    with open(a.replot) as f:
+        summary = json.load(f)
+    with open(os.path.join(ROOT, summary["csv"])) as f:
+        rows = [{k: (v if k in ("phase", "event") else int(v)) for k, v in r.items()}
+                for r in csv.DictReader(f)]
+    plot(rows, summary["events"], summary["verdict"]["warmup_s"], a.png, summary.get(
+        "title", "personalize-gateway soak, %s: %.0f s of mixed traffic" % (
+            summary["started_utc"], summary["seconds"])))
+    return 0
 
 
 def build(a):
@@ -741,11 +760,15 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="directory for soak-<date>.csv/.json and the PNG")
     ap.add_argument("--png", default=os.path.join(HERE, "soak.png"))
+    ap.add_argument("--replot", metavar="JSON",
+                    help="only redraw --png from a finished run's summary (and its CSV)")
     ap.add_argument("--warmup-s", type=float, default=None,
                     help="default: 120 s, or a fifth of shorter runs")
     a = ap.parse_args()
     if a.worker:
         return worker_main(a)
+    if a.replot:
+        return replot(a)
 
     seconds = float(os.environ.get("PGW_SOAK_SECONDS", "600"))
     warmup_s = a.warmup_s if a.warmup_s is not None else min(120.0, seconds / 5)
@@ -900,11 +923,11 @@ def main():
             "metrics": metrics,
             "csv": os.path.relpath(csv_path, ROOT),
         }
+        summary["title"] = "personalize-gateway soak, %s: %.0f s of mixed traffic (%s)" % (
+            stamp, seconds, os.path.basename(os.path.dirname(binary)))
         with open(json_path, "w") as f:
             json.dump(summary, f, indent=1)
-        title = "personalize-gateway soak, %s: %.0f s of mixed traffic (%s)" % (
-            stamp, seconds, os.path.basename(os.path.dirname(binary)))
-        plot(rows, events, warmup_s, a.png, title)
+        plot(rows, events, warmup_s, a.png, summary["title"])
         print(json.dumps({k: summary[k] for k in ("counts", "unexpected", "events",
                                                    "gateway_exit_code")}, indent=1))
         print(json.dumps(verdict, indent=1))
