@@ -319,7 +319,11 @@ pgw_http_transfer *pgw_http_start(pgw_http_client *client, const pgw_http_reques
     if (client->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, client->ca_file);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    /* Waiting for a connection that may multiplex is only worth it over TLS, where ALPN says
+     * so during the handshake. Over plain http:// curl learns that a connection is HTTP/1.1
+     * only from its response's status line, so with PIPEWAIT every new transfer to the host
+     * waited behind one whose answer trickled in (found by test_faults_upstream). */
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncmp(request->url, "https://", 8) == 0 ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)client->options.connect_timeout_ms);

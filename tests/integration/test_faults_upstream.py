@@ -151,6 +151,35 @@ def test_broken_upstream_connections_end_every_call_in_time(gateway, fake_aws, f
     assert {r[0] for r in many(gw, bad, timeout=5)} == {"OK"}  # recovery
 
 
+def test_a_trickling_answer_does_not_hold_up_new_calls_to_the_same_host(gateway, fake_aws):
+    """Regression: with curl's PIPEWAIT on plain http://, every new transfer to the host waited
+    until a connection whose status line was still trickling in said it was HTTP/1.1 (curl
+    could not know before): here that is 17 bytes at 300 ms, about 5 s. The trickling calls
+    are in flight (AWS has read them) before the healthy calls start."""
+    bad = [arn("slow-line-%d" % i) for i in range(3)]
+    good = [arn("fast-%d" % i) for i in range(10)]
+    for a in bad + good:
+        fake_aws.add_job(a, status="ACTIVE")
+    for a in bad:
+        fake_aws.fail(arn=a, action="trickle", trickle_ms=300)
+    gw = gateway()
+    gw.wait_readyz()
+    fake_aws.reset_stats()
+    with concurrent.futures.ThreadPoolExecutor(len(bad)) as pool:
+        slow = [pool.submit(call, gw, a, 8) for a in bad]
+        h.wait_until(lambda: all(fake_aws.stats()["personalize"]["per_arn"].get(a, 0) >= 1
+                                 for a in bad), timeout=5, what="AWS reading every slow request")
+        results = many(gw, good, timeout=3, threads=5)
+        still_trickling = not any(f.done() for f in slow)
+        slow_results = [f.result() for f in slow]
+    load.record("healthy calls while 3 answers trickle in", "%s, slowest %.2f s; the trickling "
+                "calls %s" % ({r[0] for r in results}, max(r[1] for r in results),
+                              sorted({r[0] for r in slow_results})))
+    assert still_trickling  # the healthy calls below really ran beside them
+    assert [r[0] for r in results] == ["OK"] * len(good), results
+    assert {r[0] for r in slow_results} <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"}, slow_results
+
+
 def test_trickling_upstream_with_a_cached_entry_answers_stale_at_the_deadline(gateway, fake_aws):
     a = arn("trickle-stale")
     fake_aws.add_job(a, status="IN PROGRESS")
