@@ -5,6 +5,7 @@ redis_server    a running redis-server on a free loopback port (stop/start/resta
 redis_factory   make_redis(password=None) for more (or password-protected) servers
 gateway         start_gateway(extra_args=[], env={}, wait=True, fake=<fake_aws>,
                 preexec_fn=None, stdout_path=None) -> Gateway
+gateway_reports (autouse) fails a test whose gateways left a sanitizer or valgrind report
 """
 
 import os
@@ -52,14 +53,39 @@ def gateway_binary():
     return b
 
 
+@pytest.fixture(autouse=True)
+def gateway_reports():
+    """After every test, every gateway it started (through the fixture or h.Gateway directly)
+    is stopped (SIGTERM, then SIGKILL) and its reports read: with PGW_SANITIZE=ON a sanitizer
+    report in its stderr fails the test; under $PGW_WRAPPER (valgrind, scripts/test-valgrind)
+    an error or a definite/indirect leak in the wrapper's log does, showing that log.
+
+    Autouse and requested before any other fixture, so it tears down last: after the gateway
+    fixture, and after a test's own fake or Redis is gone (the gateway's exit is what counts)."""
+    first = len(h.STARTED)
+    yield
+    findings = []
+    sanitize = os.environ.get("PGW_SANITIZE", "").upper() in ("ON", "1", "TRUE", "YES")
+    for gw in h.STARTED[first:]:
+        gw.stop()
+        found = gw.wrapper_findings()
+        if found:
+            findings.append("gateway pid %d under %s: %s\n%s" % (
+                gw.pid, h.wrapper_command()[0], found, "\n".join(gw.wrapper_log()[-150:])))
+        if sanitize and gw.sanitizer_findings():
+            findings.append("gateway pid %d:\n%s" % (gw.pid, "\n".join(gw.stderr_lines()[-80:])))
+    del h.STARTED[first:]
+    if findings:
+        pytest.fail("sanitizer or valgrind reports from the gateway:\n" + "\n\n".join(findings))
+
+
 @pytest.fixture
 def gateway(request, tmp_path, fake_aws, gateway_binary):
     """Factory: start_gateway(extra_args=(), env=None, wait=True, fake=fake_aws, timeout=30,
     **popen) where popen is passed to h.Gateway (preexec_fn, stdout_path, stdout_append).
 
-    Every gateway started is stopped at teardown (SIGTERM, then SIGKILL); with
-    PGW_SANITIZE=ON a sanitizer report in its stderr fails the test, and under $PGW_WRAPPER
-    (valgrind) an exit with h.WRAPPER_ERROR_EXIT does, showing the wrapper's report."""
+    Every gateway started is stopped at teardown (SIGTERM, then SIGKILL); gateway_reports
+    then checks what it left behind."""
     started = []
 
     def start_gateway(extra_args=(), env=None, wait=True, fake=fake_aws, timeout=30.0,
@@ -84,16 +110,5 @@ def gateway(request, tmp_path, fake_aws, gateway_binary):
 
     yield start_gateway
 
-    findings = []
     for gw in started:
-        code = gw.stop()
-        if gw.wrapped and code == h.WRAPPER_ERROR_EXIT:
-            findings.append("gateway pid %d: the wrapper (%s) reported errors:\n%s" % (
-                gw.pid, os.environ.get("PGW_WRAPPER", "").split()[0],
-                "\n".join(gw.wrapper_log()[-150:])))
-        if os.environ.get("PGW_SANITIZE", "").upper() in ("ON", "1", "TRUE", "YES"):
-            found = gw.sanitizer_findings()
-            if found:
-                findings.append("gateway pid %d:\n%s" % (gw.pid, "\n".join(gw.stderr_lines()[-80:])))
-    if findings:
-        pytest.fail("sanitizer or valgrind reports from the gateway:\n" + "\n\n".join(findings))
+        gw.stop()

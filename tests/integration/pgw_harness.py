@@ -54,8 +54,22 @@ def port_open(host, port, timeout=0.2):
         return False
 
 
+def time_scale():
+    """How many times slower than native the gateway runs: $PGW_TIME_SCALE, else 10 under
+    $PGW_WRAPPER (valgrind's memcheck runs code 10-50 times slower and one thread at a time),
+    else 1. Every wait_until timeout (readiness, "within N s" conditions) is multiplied by it:
+    a bound that only says how long to wait before failing may stretch; a test's own gRPC
+    deadlines and timing assertions do not, and such tests are not run under a wrapper."""
+    v = os.environ.get("PGW_TIME_SCALE")
+    if v:
+        return float(v)
+    return 10.0 if wrapper_command() else 1.0
+
+
 def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
-    """Polls predicate() until truthy; returns its value or raises TimeoutError."""
+    """Polls predicate() until truthy; returns its value or raises TimeoutError. The timeout
+    is scaled by time_scale()."""
+    timeout *= time_scale()
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -621,6 +635,19 @@ def wrapper_command():
 # error or a leak; the gateway itself never exits with it.
 WRAPPER_ERROR_EXIT = 99
 
+# Every Gateway started in this process, in order; conftest.py checks each one's sanitizer
+# and wrapper reports after every test, also those a test started without the fixture.
+STARTED = []
+
+
+def wrapper_timing_sensitive(reason):
+    """Marks a test that cannot run under $PGW_WRAPPER (valgrind): it asserts a latency or
+    races a timer the slowed-down gateway cannot meet. Skipped there, saying why."""
+    import pytest
+
+    return pytest.mark.skipif(bool(wrapper_command()),
+                              reason="timing-sensitive under valgrind: " + reason)
+
 
 class Gateway:
     """One running personalize-gateway process with captured output.
@@ -653,6 +680,7 @@ class Gateway:
                                          cwd=workdir, preexec_fn=preexec_fn)
         self.pid = self.proc.pid
         self.exit_code = None
+        STARTED.append(self)
         if wait:
             try:
                 self.wait_ready(timeout)
@@ -667,15 +695,41 @@ class Gateway:
 
     def wait_ready(self, timeout=30.0):
         """Waits until the gRPC port (and the HTTP port, unless disabled) accept TCP; raises
-        GatewayExited (with the output) if the process exits first."""
-        def ready():
+        GatewayExited (with the output) if the process exits first.
+
+        Under a wrapper, also until the gateway said it started (its "personalize-gateway
+        started" line, or an answer on /healthz): the kernel accepts connections as soon as
+        the ports are bound, and under valgrind the threads that answer them come up seconds
+        later, which a test's first 5 s call would otherwise spend."""
+        def exited():
             if self.proc.poll() is not None:
                 raise GatewayExited("gateway exited with %s before listening:\n%s" % (
                     self.proc.returncode, "\n".join(self.logs()[-60:])), self.proc.returncode)
+
+        def ready():
+            exited()
             return port_open("127.0.0.1", self.grpc_port) and (
                 not self.http_enabled() or port_open("127.0.0.1", self.http_port))
 
         wait_until(ready, timeout=timeout, what="gateway ports %d/%d" % (self.grpc_port, self.http_port))
+        if not self.wrapped:
+            return
+
+        def started():
+            exited()
+            if any('"personalize-gateway started"' in l for l in self.stdout_lines()):
+                return True
+            if self.http_enabled():
+                try:
+                    self.http_get("/healthz", timeout=2)
+                    return True
+                except OSError:
+                    return False
+            # No HTTP port and no readable log (stdout on /dev/full, or --log-level error):
+            # the open ports are all there is to go by.
+            return True
+
+        wait_until(started, timeout=timeout, what="gateway started (under %s)" % wrapper_command()[0])
 
     def wait_readyz(self, timeout=15.0):
         """Waits for GET /readyz to answer 200 (listening, AWS credentials obtained)."""
@@ -713,6 +767,25 @@ class Gateway:
             if word.startswith("--log-file="):
                 return _read_lines(word[len("--log-file="):].replace("%p", str(self.pid)))
         return []
+
+    def wrapper_findings(self):
+        """After stop(): why the wrapper's report fails the test, or None when it is clean.
+
+        valgrind exits with WRAPPER_ERROR_EXIT when it counted an error or a definite or
+        indirect leak; its log is read too, for a process that died of a signal before its
+        exit code could say so (an invalid access that crashed it, a SIGKILL)."""
+        if not self.wrapped or self.exit_code is None:
+            return None
+        log = self.wrapper_log()
+        summaries = [l for l in log if "ERROR SUMMARY:" in l]
+        bad = [l for l in summaries if "ERROR SUMMARY: 0 errors" not in l]
+        if self.exit_code == WRAPPER_ERROR_EXIT or bad:
+            return "exit %s, %s" % (self.exit_code, (bad or summaries or ["no summary"])[-1].strip())
+        if not summaries and self.exit_code >= 0:
+            # valgrind always writes a summary at a normal exit: without one, no report was
+            # checked at all (a wrong --log-file), which must not pass silently.
+            return "exit %s and no ERROR SUMMARY in the wrapper's log" % self.exit_code
+        return None
 
     def stderr_lines(self):
         return _read_lines(self.stderr_path)
