@@ -11,6 +11,7 @@ container, fake and redis-server started here is stopped by its own name or PID.
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -186,6 +187,16 @@ def test_image_contents():
     assert bundle.count(b"BEGIN CERTIFICATE") > 100
     status = [n for n in members if n.startswith("var/lib/dpkg/status.d/")]
     assert any(n.endswith("/libgrpc29") for n in status) and any(n.endswith("/libc6") for n in status)
+    # libcurl is linked statically from Debian's source (scripts/build-libcurl): no libcurl4 and
+    # none of its 25 dependencies in the image, and curl's licence and version beside the binary.
+    assert not any(n.endswith("/libcurl4") or n.endswith("/libldap-2.5-0") or
+                   n.endswith("/libgnutls30") for n in status), status
+    assert not any("libcurl.so" in n or "libgnutls" in n for n in members)
+    doc = "usr/share/doc/personalize-gateway/curl/"
+    assert doc + "COPYING" in members and doc + "copyright" in members
+    version = tarfile.open(fileobj=io.BytesIO(out)).extractfile(
+        members[doc + "debian-version"]).read().decode()
+    assert re.fullmatch(r"\d+\.\d+\.\d+-\S+\n", version), version
     for n, m in members.items():
         assert not (m.mode & 0o6000) or m.isdir(), "setuid/setgid file in the image: " + n
     executables = [n for n, m in members.items() if m.isfile() and m.mode & 0o111
