@@ -160,7 +160,7 @@ def test_upstream_slower_than_deadline_is_deadline_exceeded(gateway, fake_aws):
     assert resp.batch_inference_job.batch_inference_job_arn == ARN
 
 
-@h.wrapper_timing_sensitive("asserts 200 concurrent calls end within 2 s")
+@h.wrapper_timing_sensitive("200 calls with 10 s deadlines through a slowed-down gateway")
 def test_200_concurrent_slow_calls_do_not_block(gateway, fake_aws):
     n = 200
     for i in range(n):
@@ -171,17 +171,16 @@ def test_200_concurrent_slow_calls_do_not_block(gateway, fake_aws):
         stub, request = h.describe_stub(ch)
         # warm the channel so connection setup is not measured
         grpc.channel_ready_future(ch).result(timeout=5)
-        t0 = time.monotonic()
         futures = [stub.future(request(batch_inference_job_arn=arn_n(i)),
                                timeout=10) for i in range(n)]
         results = [f.result() for f in futures]
-        elapsed = time.monotonic() - t0
     assert [r.batch_inference_job.batch_inference_job_arn for r in results] == [arn_n(i) for i in range(n)]
-    # 200 serial calls would take 40 s; concurrent ones take about one latency.
-    assert elapsed < 2.0, elapsed
     st = fake_aws.stats()
     assert st["personalize"]["requests"] == n
-    assert st["max_in_flight"] >= 50  # the upstream calls really overlapped
+    # Not blocked: the upstream calls were in flight together (the fake counts them), where a
+    # gateway that waited on each would have had one at a time (and 200 x 200 ms would have
+    # outlived the 10 s deadlines). No wall-clock bound: that is bench/'s business.
+    assert st["max_in_flight"] >= 50, st["max_in_flight"]
     fake_aws.assert_no_signature_failures()
 
 

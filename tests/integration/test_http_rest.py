@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.parse
 
+import pytest
 
 import pgw_harness as h
 
@@ -166,26 +167,27 @@ def test_oversized_headers_are_rejected(gateway, fake_aws):
     assert_serving(gw)
 
 
-@h.wrapper_timing_sensitive("asserts others are answered within 0.5 s while a 1 s request "
-                            "timeout runs")
+@h.wrapper_timing_sensitive("the others must be served before a 3 s request timeout runs out")
 def test_slow_client_is_cut_off_while_others_are_served(gateway, fake_aws):
     fake_aws.add_job(ARN)
-    gw = gateway(extra_args=["--http-request-timeout-ms", "1000"])
+    gw = gateway(extra_args=["--http-request-timeout-ms", "3000"])
     slow = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
     try:
         slow.sendall(b"GET " + rest_path(ARN).encode() + b" HTTP/1.1\r\nHost: x\r\nX-Half: ")
         t0 = time.monotonic()
-        # Meanwhile the server answers everyone else at once.
+        # Meanwhile the server answers everyone else, while the slow request is still open.
         for _ in range(3):
-            t = time.monotonic()
             assert_serving(gw)
-            assert time.monotonic() - t < 0.5
+        slow.setblocking(False)
+        with pytest.raises(BlockingIOError):  # neither answered nor closed yet
+            slow.recv(1)
+        slow.setblocking(True)
         data = slow.recv(65536)  # b"" when the server closes on us
         waited = time.monotonic() - t0
     finally:
         slow.close()
     assert data == b"" or data.startswith(b"HTTP/1.1 4"), data
-    assert 0.5 < waited < 5, waited
+    assert waited >= 2.5, waited  # cut off by the request timeout, not before it
     assert_serving(gw)
 
 
