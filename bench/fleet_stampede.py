@@ -11,7 +11,6 @@ comparison. Prints Markdown rows."""
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import grpc  # noqa: E402
 
 import pgw_harness as h  # noqa: E402
+import pgw_bench_build  # noqa: E402
 
 PREFIX = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/bench-stampede-"
 
@@ -61,11 +61,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "release"))
     args = ap.parse_args()
 
-    subprocess.run(["cmake", "-S", ROOT, "-B", args.build, "-DCMAKE_BUILD_TYPE=Release"],
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", args.build, "-j%d" % os.cpu_count(),
-                    "--target", "personalize-gateway", "pgw_py_proto"],
-                   check=True, stdout=subprocess.DEVNULL)
+    pgw_bench_build.build(args.build, ["personalize-gateway", "pgw_py_proto"])
     binary = os.path.join(args.build, "personalize-gateway")
     os.environ["PGW_PY_GEN_DIR"] = os.path.join(args.build, "py")
 

@@ -29,6 +29,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import pgw_harness as h  # noqa: E402
+import pgw_bench_build  # noqa: E402
 import many_clients as mc  # noqa: E402
 
 ARN = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/bench-many-%s"
@@ -92,11 +93,8 @@ def main():
     args = ap.parse_args()
     wrapper = shlex.split(args.wrapper)
 
-    subprocess.run(["cmake", "-S", ROOT, "-B", args.build, "-DCMAKE_BUILD_TYPE=Release"],
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", args.build, "-j%d" % os.cpu_count(), "--target",
-                    "personalize-gateway", "pgw-bench-fixed-server", "pgw_py_proto"],
-                   check=True, stdout=subprocess.DEVNULL)
+    pgw_bench_build.build(args.build,
+                          ["personalize-gateway", "pgw-bench-fixed-server", "pgw_py_proto"])
     binary = os.path.join(args.build, "personalize-gateway")
     floor_bin = os.path.join(args.build, "bench", "pgw-bench-fixed-server")
     os.environ["PGW_PY_GEN_DIR"] = os.path.join(args.build, "py")

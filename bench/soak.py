@@ -41,6 +41,8 @@ import threading
 import time
 import urllib.parse
 
+import pgw_bench_build  # bench/, beside this script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HARNESS = os.path.join(ROOT, "tests", "integration", "pgw_harness.py")
@@ -739,10 +741,7 @@ def replot(a):
 def build(a):
     if a.binary:
         return os.path.abspath(a.binary), None
-    subprocess.run(["cmake", "-S", ROOT, "-B", a.build, "-DCMAKE_BUILD_TYPE=" + a.build_type],
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", a.build, "-j2", "--target", "personalize-gateway",
-                    "pgw_py_proto"], check=True, stdout=subprocess.DEVNULL)
+    pgw_bench_build.build(a.build, ["personalize-gateway", "pgw_py_proto"], a.build_type, jobs=2)
     return os.path.join(a.build, "personalize-gateway"), os.path.join(a.build, "py")
 
 

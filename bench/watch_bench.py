@@ -26,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
+import pgw_bench_build  # noqa: E402
 import pgw_harness as h  # noqa: E402
 
 ARN = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/bench-watch"
@@ -55,11 +56,8 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "release"))
     args = ap.parse_args()
 
-    subprocess.run(["cmake", "-S", ROOT, "-B", args.build, "-DCMAKE_BUILD_TYPE=Release"],
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", args.build, "-j%d" % os.cpu_count(), "--target",
-                    "personalize-gateway", "pgw-bench-watch-clients", "pgw_py_proto"],
-                   check=True, stdout=subprocess.DEVNULL)
+    pgw_bench_build.build(args.build,
+                          ["personalize-gateway", "pgw-bench-watch-clients", "pgw_py_proto"])
     binary = os.path.join(args.build, "personalize-gateway")
     clients_bin = os.path.join(args.build, "bench", "pgw-bench-watch-clients")
     os.environ["PGW_PY_GEN_DIR"] = os.path.join(args.build, "py")
