@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import pgw_harness as h  # noqa: E402
 import pgw_bench_build  # noqa: E402
 import many_clients as mc  # noqa: E402
+import pgw_load  # noqa: E402
 
 ARN = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/bench-many-%s"
 HOT = [ARN % ("hot-%d" % i) for i in range(20)]
@@ -39,7 +40,7 @@ RUNNING = [ARN % ("running-%d" % i) for i in range(100)]
 
 def settle(pid, seconds=3.0):
     time.sleep(seconds)
-    return mc.rss_bytes(pid)
+    return pgw_load.rss_bytes(pid)
 
 
 def measure(name, pid, target, port, args, workdir):
@@ -53,15 +54,15 @@ def measure(name, pid, target, port, args, workdir):
         r["connect_s"] = max(workers.connect_s)
         r["open"] = len(mc.server_connections(pid, port))
         r["connected"] = settle(pid)
-        cpu0 = mc.cpu_seconds(pid)
+        cpu0 = pgw_load.cpu_seconds(pid)
         t0 = workers.go(args.seconds, args.interval_s)
         peak = 0
         while time.monotonic() < t0 + args.seconds:
             time.sleep(2)
-            peak = max(peak, mc.rss_bytes(pid))
+            peak = max(peak, pgw_load.rss_bytes(pid))
         res = workers.wait_done()
-        r["cpu_s"] = mc.cpu_seconds(pid) - cpu0
-        r["polled"] = mc.rss_bytes(pid)
+        r["cpu_s"] = pgw_load.cpu_seconds(pid) - cpu0
+        r["polled"] = pgw_load.rss_bytes(pid)
         r["peak"] = max(peak, r["polled"])
         r["open_after"] = len(mc.server_connections(pid, port))
         r["polled_idle"] = settle(pid)

@@ -24,14 +24,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import pgw_harness as h  # noqa: E402
+import pgw_load  # noqa: E402
 
 ARN = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/bench-miss-%d-%d"
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_run(build, calls, concurrency, run_id):
@@ -61,7 +56,7 @@ def one_run(build, calls, concurrency, run_id):
             call(-1 - i)
         fake.reset_stats()
         codes.clear()
-        cpu0, t0 = cpu_seconds(gw.pid), time.monotonic()
+        cpu0, t0 = pgw_load.cpu_seconds(gw.pid), time.monotonic()
         next_i = iter(range(calls))
         lock = threading.Lock()
 
@@ -78,7 +73,7 @@ def one_run(build, calls, concurrency, run_id):
             t.start()
         for t in threads:
             t.join()
-        cpu1, t1 = cpu_seconds(gw.pid), time.monotonic()
+        cpu1, t1 = pgw_load.cpu_seconds(gw.pid), time.monotonic()
         upstream = fake.stats()["personalize"]["requests"]
         channel.close()
         return (cpu1 - cpu0) / calls, calls / (t1 - t0), upstream, codes

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import pgw_bench_build  # noqa: E402
 import pgw_harness as h  # noqa: E402
+import pgw_load  # noqa: E402
 
 ARN = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/bench-watch"
 STATUSES = ["PENDING", "IN PROGRESS"]
@@ -39,12 +40,6 @@ def rss_bytes(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main():
@@ -86,9 +81,9 @@ def main():
         time.sleep(2)
         rss_open = rss_bytes(gw.pid)
         polls_before = fake.stats()["personalize"]["per_arn"].get(ARN, 0)
-        cpu0, t0 = cpu_seconds(gw.pid), time.monotonic()
+        cpu0, t0 = pgw_load.cpu_seconds(gw.pid), time.monotonic()
         time.sleep(args.idle_s)
-        cpu1, t1 = cpu_seconds(gw.pid), time.monotonic()
+        cpu1, t1 = pgw_load.cpu_seconds(gw.pid), time.monotonic()
         polls = fake.stats()["personalize"]["per_arn"].get(ARN, 0) - polls_before
         per_stream = (rss_open - rss_before) / args.streams
         rows.append("| %d idle watch streams, one job, 1 s poll interval | RSS %.1f MiB -> %.1f MiB: "

@@ -62,7 +62,7 @@ def test_two_thousand_connections_polling_for_a_minute(gateway, fake_aws, redis_
         return mc.open_fds(gw.pid) - mc.sockets_to(gw.pid, fake_aws.port, table)
 
     baseline = fds_not_upstream()
-    rss_idle = mc.rss_bytes(gw.pid)
+    rss_idle = load.rss_bytes(gw.pid)
     workers = mc.Workers(gw.grpc_target, CONNECTIONS, {"hot": HOT, "running": RUNNING},
                          str(tmp_path / "workers"), processes=PROCESSES)
     try:
@@ -76,8 +76,8 @@ def test_two_thousand_connections_polling_for_a_minute(gateway, fake_aws, redis_
         assert set().union(*per_worker) == opened and len(opened) == CONNECTIONS
         open_fds_metric = h.metric(gw, "process_open_fds")
         assert open_fds_metric >= baseline + CONNECTIONS, (open_fds_metric, baseline)
-        rss_connected = mc.rss_bytes(gw.pid)
-        cpu0 = mc.cpu_seconds(gw.pid)
+        rss_connected = load.rss_bytes(gw.pid)
+        cpu0 = load.cpu_seconds(gw.pid)
 
         t0 = workers.go(SECONDS, INTERVAL_S)
         samples = []  # (s since t0, connections open on the gateway, how many not in `opened`)
@@ -86,8 +86,8 @@ def test_two_thousand_connections_polling_for_a_minute(gateway, fake_aws, redis_
             now = mc.server_connections(gw.pid, port)
             samples.append((round(time.monotonic() - t0, 1), len(now), len(now - opened)))
         results = workers.wait_done()
-        cpu = mc.cpu_seconds(gw.pid) - cpu0
-        rss_polled = mc.rss_bytes(gw.pid)
+        cpu = load.cpu_seconds(gw.pid) - cpu0
+        rss_polled = load.rss_bytes(gw.pid)
         still_open = mc.server_connections(gw.pid, port)
 
         conns = results["conns"]
