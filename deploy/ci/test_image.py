@@ -197,6 +197,15 @@ def test_image_contents():
     version = tarfile.open(fileobj=io.BytesIO(out)).extractfile(
         members[doc + "debian-version"]).read().decode()
     assert re.fullmatch(r"\d+\.\d+\.\d+-\S+\n", version), version
+    # So are libevent, jansson, hiredis, expat, protobuf-c and nghttp2 (PGW_STATIC_DEPS), from
+    # Debian's archives: not their packages, but their licences and versions.
+    for pkg in ("libevent-2.1-7", "libevent-core-2.1-7", "libjansson4", "libhiredis0.14",
+                "libexpat1", "libprotobuf-c1", "libnghttp2-14"):
+        assert not any(n.endswith("/" + pkg) for n in status), pkg
+    for dev in ("libevent-dev", "libjansson-dev", "libhiredis-dev", "libexpat1-dev",
+                "libprotobuf-c-dev", "libnghttp2-dev"):
+        doc = "usr/share/doc/personalize-gateway/%s/" % dev
+        assert doc + "copyright" in members and doc + "debian-version" in members, dev
     for n, m in members.items():
         assert not (m.mode & 0o6000) or m.isdir(), "setuid/setgid file in the image: " + n
     executables = [n for n, m in members.items() if m.isfile() and m.mode & 0o111
