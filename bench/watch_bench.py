@@ -34,14 +34,6 @@ ARN = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/bench-watc
 STATUSES = ["PENDING", "IN PROGRESS"]
 
 
-def rss_bytes(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--streams", type=int, default=10000)
@@ -71,7 +63,7 @@ def main():
                        h.gateway_env(fake, home, None))
         h.describe(gw.grpc_target, ARN)  # warm: the first lookup and its cache entry
         time.sleep(1)
-        rss_before = rss_bytes(gw.pid)
+        rss_before = pgw_load.rss_bytes(gw.pid)
         opened = time.monotonic()
         clients = subprocess.Popen([clients_bin, gw.grpc_target, ARN, str(args.streams),
                                     str(args.channels)], stdout=subprocess.PIPE, text=True)
@@ -79,7 +71,7 @@ def main():
         assert line and line[0] == "ready", line
         open_s = time.monotonic() - opened
         time.sleep(2)
-        rss_open = rss_bytes(gw.pid)
+        rss_open = pgw_load.rss_bytes(gw.pid)
         polls_before = fake.stats()["personalize"]["per_arn"].get(ARN, 0)
         cpu0, t0 = pgw_load.cpu_seconds(gw.pid), time.monotonic()
         time.sleep(args.idle_s)

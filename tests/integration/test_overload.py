@@ -36,6 +36,7 @@ import grpc
 import pytest
 
 import pgw_harness as h
+import pgw_load
 
 HOT = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/hot"
 COLD = "arn:aws:personalize:us-east-1:123456789012:batch-inference-job/cold-"
@@ -49,11 +50,7 @@ BURST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "burst_client.p
 
 
 def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for pid %d" % pid)
+    return pgw_load.rss_bytes(pid) // 1024
 
 
 def metric(gw, name):
