@@ -5,27 +5,55 @@
  *
  * One question at a time: receive, answer, receive again (one batch in flight, so a client
  * that sends faster than it reads is paced by gRPC's flow control); the client's half-close
- * ends the stream OK. Everything runs on the completion-queue threads: the answers are
- * immutable and need neither the loop nor a lock. */
+ * ends the stream OK. Everything runs on the completion-queue threads: the descriptors are
+ * immutable once decoded and need neither the loop nor a lock after that. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "service/grpc_reflection.h"
 #include "service/grpc_rpc.h"
 
+/* The method's state. The descriptor set is decoded at the first question, not at start: most
+ * gateways are never asked, and decoded it is ~16 kB of heap per method that an idle gateway
+ * would hold (bench/README.md, "Idle memory"). The lock is taken once per question. */
+typedef struct {
+    pthread_mutex_t lock;
+    pgw_reflection *reflection; /* owned; NULL until the first question */
+} lazy_reflection;
+
 static int server_init(pgw_grpc_server *server, void **state, char *err, size_t err_len)
 {
-    *state = pgw_reflection_new_builtin();
-    if (!*state) {
-        snprintf(err, err_len, "the built-in descriptor set for server reflection does not load");
+    lazy_reflection *lazy = calloc(1, sizeof(*lazy));
+    if (!lazy || pthread_mutex_init(&lazy->lock, NULL) != 0) {
+        free(lazy);
+        snprintf(err, err_len, "out of memory for server reflection");
         return -1;
     }
+    *state = lazy;
     return 0;
 }
 
 static void server_free(void *state)
 {
-    pgw_reflection_free(state);
+    lazy_reflection *lazy = state;
+    if (!lazy)
+        return;
+    pgw_reflection_free(lazy->reflection);
+    pthread_mutex_destroy(&lazy->lock);
+    free(lazy);
+}
+
+/* The decoded set (immutable once made, so used without the lock), or NULL when memory runs out
+ * (tests/unit/test_grpc_reflection.c proves the built-in set decodes). */
+static const pgw_reflection *reflection_of(lazy_reflection *lazy)
+{
+    pthread_mutex_lock(&lazy->lock);
+    if (!lazy->reflection)
+        lazy->reflection = pgw_reflection_new_builtin();
+    const pgw_reflection *r = lazy->reflection;
+    pthread_mutex_unlock(&lazy->lock);
+    return r;
 }
 
 static void on_new(pgw_grpc_call *c)
@@ -43,11 +71,17 @@ static void on_recv_done(pgw_grpc_call *c, int ok)
         pgw_grpc_call_send(c, NULL, 1, GRPC_STATUS_OK, NULL);
         return;
     }
+    const pgw_reflection *reflection = reflection_of(c->method_state);
+    if (!reflection) {
+        pgw_grpc_call_send(c, NULL, 1, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                           "out of memory for the reflection descriptors");
+        return;
+    }
     grpc_slice all;
     uint8_t *answer = NULL;
     size_t len = 0;
     if (pgw_grpc_read_all(c->recv_message, &all) == 0) {
-        answer = pgw_reflection_answer(c->method_state, GRPC_SLICE_START_PTR(all),
+        answer = pgw_reflection_answer(reflection, GRPC_SLICE_START_PTR(all),
                                        GRPC_SLICE_LENGTH(all), &len);
         grpc_slice_unref(all);
     }
