@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # A/B of the "Redis hits" row (bench/run.sh) across gateway builds, each measured against the
-# floor in the same run (see bench/README.md, "Where Redis hits spend their time"):
+# floor in the same run (see bench/README.md, "Where Redis hits spend their time"), or of the
+# "L1 hits" row with TIER=l1:
 #
 #   bench/redis_ab.sh NAME=BUILD_DIR [NAME=BUILD_DIR...]   # e.g. before=build/base after=build/release
+#   TIER=l1 bench/redis_ab.sh NAME=BUILD_DIR...            # every call an in-process (L1) hit
 #
 # Each round runs the floor (pgw-bench-fixed-server of the first build), then every build's
 # gateway with --l1-max-entries 0 against one redis-server (plain, and over TLS with TLS=1),
-# with h2load as run.sh drives it. ROUNDS rounds (default 3), the builds' order rotating each
+# or with its defaults and no Redis for TIER=l1, with h2load as run.sh drives it. ROUNDS rounds (default 3), the builds' order rotating each
 # round, because a shared VM's speed drifts by tens of percent within minutes. Prints one line
 # per measurement: calls/s, the ratio to the floor of the same round, server CPU per call.
 # GATEWAY_ARGS are added to every gateway's command line.
@@ -18,6 +20,8 @@ CLIENTS=${CLIENTS:-16}
 STREAMS=${STREAMS:-16}
 ROUNDS=${ROUNDS:-3}
 TLS=${TLS:-0}
+TIER=${TIER:-redis}
+case "$TIER" in redis | l1) ;; *) echo "TIER is redis or l1, not '$TIER'" >&2; exit 2 ;; esac
 names=(); dirs=()
 for a in "$@"; do names+=("${a%%=*}"); dirs+=("${a#*=}"); done
 for d in "${dirs[@]}"; do [ -x "$d/personalize-gateway" ] || { echo "no $d/personalize-gateway" >&2; exit 2; }; done
@@ -76,25 +80,26 @@ gateway_row() { # name build url-args...
   local gp hp; gp=$(free_port); hp=$(free_port)
   AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret-key AWS_ENDPOINT_URL_PERSONALIZE="$fake" \
     "$build"/personalize-gateway --grpc-addr "127.0.0.1:$gp" --http-addr "127.0.0.1:$hp" \
-    --log-level warn --l1-max-entries 0 "$@" ${GATEWAY_ARGS:-} > "$work/gw.log" 2>&1 &
+    --log-level warn "$@" ${GATEWAY_ARGS:-} > "$work/gw.log" 2>&1 &
   local gw=$!; pids+=("$gw")
   wait_port "$gp"
   for _ in $(seq 50); do
     h2load -n 1 -c 1 -d "$work/req.bin" -H 'content-type: application/grpc' -H 'te: trailers' \
       "http://127.0.0.1:$gp$PATH_" >/dev/null 2>&1
     curl -s "http://127.0.0.1:$hp/metrics" |
-      grep -q '^pgw_cache_requests_total{tier="redis",result="hit"} [1-9]' && break
+      grep -q "^pgw_cache_requests_total{tier=\"$TIER\",result=\"hit\"} [1-9]" && break
     sleep 0.1
   done
   local c0 rps hits; c0=$(cpu_us "$gw")
   rps=$(h2 "$gp")
   local cpu; cpu=$(per_call "$c0" "$(cpu_us "$gw")")
   curl -s "http://127.0.0.1:$hp/metrics" > "$work/metrics"
-  hits=$(awk '/^pgw_cache_requests_total\{tier="redis",result="hit"\}/ {print $2}' "$work/metrics")
+  hits=$(awk -v t="$TIER" '$1 == "pgw_cache_requests_total{tier=\"" t "\",result=\"hit\"}" {print $2}' "$work/metrics")
   local errs; errs=$(awk '/^pgw_redis_errors_total/ {s += $2} END {print s + 0}' "$work/metrics")
   kill "$gw"; wait "$gw" 2>/dev/null || true
-  printf '%-8s %-10s %10s/s  %.2fx floor  %5s us/call  (Redis hits %s, Redis errors %s)\n' "$round" \
-    "$name" "$rps" "$(awk -v a="$rps" -v b="$floor_rps" 'BEGIN {print a / b}')" "$cpu" "$hits" "$errs"
+  printf '%-8s %-10s %10s/s  %.2fx floor  %5s us/call  (%s hits %s, Redis errors %s)\n' "$round" \
+    "$name" "$rps" "$(awk -v a="$rps" -v b="$floor_rps" 'BEGIN {print a / b}')" "$cpu" "$TIER" \
+    "$hits" "$errs"
 }
 
 echo "machine: $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg); h2load -c $CLIENTS -m $STREAMS -t 1 -n $REQUESTS"
@@ -111,9 +116,14 @@ for r in $(seq "$ROUNDS"); do
   kill "$fpid"; wait "$fpid" 2>/dev/null || true
   for k in $(seq 0 $((n - 1))); do
     i=$(((k + r - 1) % n))
-    gateway_row "${names[$i]}" "${dirs[$i]}" --redis-url "redis://127.0.0.1:$redis_port"
+    if [ "$TIER" = l1 ]; then
+      gateway_row "${names[$i]}" "${dirs[$i]}"
+      continue
+    fi
+    gateway_row "${names[$i]}" "${dirs[$i]}" --l1-max-entries 0 --redis-url "redis://127.0.0.1:$redis_port"
     if [ "$TLS" = 1 ]; then
-      gateway_row "${names[$i]}-tls" "${dirs[$i]}" --redis-url "rediss://127.0.0.1:$redis_tls_port" \
+      gateway_row "${names[$i]}-tls" "${dirs[$i]}" --l1-max-entries 0 \
+        --redis-url "rediss://127.0.0.1:$redis_tls_port" \
         --redis-ca-file "$work/ca.pem"
     fi
   done

@@ -120,18 +120,22 @@ def entry_point(binary):
     return int(re.search(r"Entry point address:\s+0x([0-9a-f]+)", header).group(1), 16)
 
 
-def sections_holding(functions, sections, binary, addresses=()):
-    """Indexes into `sections` of those holding a symbol of the binary named in `functions`, or
-    one of `addresses`, or an address callgrind gave as the name of code without a symbol."""
-    starts = [s[0] for s in sections]
+def function_addresses(binary):
+    """[(address, name)] of the binary's functions (nm)."""
     nm = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True,
                         check=True).stdout
+    parts = (line.split() for line in nm.splitlines())
+    return [(int(p[0], 16), p[2]) for p in parts if len(p) == 3 and p[1] in "tT"]
+
+
+def sections_holding(functions, sections, symbols, addresses=()):
+    """Indexes into `sections` of those holding one of `symbols` (function_addresses) named in
+    `functions`, or one of `addresses`, or an address callgrind gave as the name of code
+    without a symbol."""
+    starts = [s[0] for s in sections]
     wanted = list(addresses)
     wanted += [int(f, 16) for f in functions if re.match(r"0x[0-9a-f]+$", f)]
-    for line in nm.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[1] in "tT" and parts[2] in functions:
-            wanted.append(int(parts[0], 16))
+    wanted += [address for address, name in symbols if name in functions]
     found = set()
     for address in wanted:
         i = bisect.bisect_right(starts, address) - 1
@@ -149,6 +153,7 @@ def main():
     args = ap.parse_args()
     name = args.binary.rsplit("/", 1)[-1]
     sections = text_input_sections(args.link_map)
+    symbols = function_addresses(args.binary)
     phases = []  # [(name, functions executed, input section indexes)], in layout order
     taken = set()
     for phase, profiles in (("start", args.start), ("serve", args.serve)):
@@ -156,7 +161,7 @@ def main():
         for callgrind_out in profiles:
             executed |= executed_functions(callgrind_out, name)
         entry = [entry_point(args.binary)] if phase == "start" else []
-        indexes = sections_holding(executed, sections, args.binary, entry) - taken
+        indexes = sections_holding(executed, sections, symbols, entry) - taken
         taken |= indexes
         phases.append((phase, executed, indexes))
     total = sum(s[1] for s in sections)

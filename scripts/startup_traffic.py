@@ -4,17 +4,15 @@
     scripts/startup_traffic.py GRPC_ADDR HTTP_ADDR FAKE_AWS_URL
 
 gRPC Describe (a miss, then hits; NOT_FOUND; a malformed ARN; no-cache), a Watch ending at its
-deadline, REST (found and not) and AWS-compatible HTTP lookups, with real grpcio and urllib; every answer is checked, so
+deadline, REST (found and not) and AWS-compatible HTTP lookups, with real grpcio and
+pgw_harness's HTTP client; every answer is checked, so
 a profile of a gateway that failed is not taken for one that served. The functions these run
 are laid out right after the start's (scripts/startup_order.py), so a replica that has served
 and gone idle keeps its code in a few 64 KB windows too."""
 
-import json
 import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "integration"))
@@ -34,20 +32,10 @@ def expect_code(code, call, *args, **kwargs):
     raise AssertionError("expected %s" % code)
 
 
-def http(url, data=None, headers=None):
-    req = urllib.request.Request(url, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def main():
     grpc_addr, http_addr, fake_url = sys.argv[1:4]
-    status, body = http(fake_url + "/__control/jobs",
-                        data=json.dumps({"arn": JOB, "fixture": "job_full"}).encode(),
-                        headers={"Content-Type": "application/json"})
+    status, _, body = h.http_request("POST", fake_url + "/__control/jobs",
+                                     body={"arn": JOB, "fixture": "job_full"})
     assert status == 200, (status, body)
     with grpc.insecure_channel(grpc_addr) as channel:
         for _ in range(10):
@@ -61,17 +49,16 @@ def main():
         assert watch.done.wait(10), "the watch did not end"
         assert watch.jobs, (watch.code, watch.details)
     for _ in range(10):
-        status, body = http("http://%s/v1/batch-inference-jobs/%s"
-                            % (http_addr, urllib.parse.quote(JOB, safe="")))
+        for arn, expected in ((JOB, 200), (MISSING, 404)):
+            status, _, body = h.http_request(
+                "GET", "http://%s/v1/batch-inference-jobs/%s"
+                % (http_addr, urllib.parse.quote(arn, safe="")))
+            assert status == expected, (arn, status, body)
+        status, _, body = h.http_request(
+            "POST", "http://%s/" % http_addr, body='{"batchInferenceJobArn": "%s"}' % JOB,
+            headers={"X-Amz-Target": "AmazonPersonalize.DescribeBatchInferenceJob",
+                     "Content-Type": "application/x-amz-json-1.1"})
         assert status == 200, (status, body)
-        status, body = http("http://%s/" % http_addr,
-                            data=json.dumps({"batchInferenceJobArn": JOB}).encode(),
-                            headers={"X-Amz-Target": "AmazonPersonalize.DescribeBatchInferenceJob",
-                                     "Content-Type": "application/x-amz-json-1.1"})
-        assert status == 200, (status, body)
-        status, body = http("http://%s/v1/batch-inference-jobs/%s"
-                            % (http_addr, urllib.parse.quote(MISSING, safe="")))
-        assert status == 404, (status, body)
     # Upstream again, past the cache: curl reuses or replaces the connections the fake closed
     # after its error answers.
     for arn, code in ((JOB, None), (MISSING, grpc.StatusCode.NOT_FOUND)):
